@@ -1,0 +1,3 @@
+from pg_backup.cli import main
+
+raise SystemExit(main())

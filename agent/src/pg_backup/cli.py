@@ -1,0 +1,307 @@
+"""Command line: ``pg-backup [--config FILE] [--json] COMMAND ...``.
+
+The CLI, its ``--json`` documents (each with ``schema_version``) and its exit codes are the
+contract with the Ansible collection and with operators' scripts. Errors are mapped to exit codes
+here and only here.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import sys
+import traceback
+from typing import Any, Callable, Dict, List, Optional
+
+from . import __version__
+from . import config as config_mod
+from .audit import AuditRecord, write_local, write_remote
+from .context import Context
+from .errors import (EXIT_CODES, EXIT_INTEGRITY, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, ConfigError,
+                     IntegrityError, Interrupted, PgBackupError, UsageError)
+from .lock import ClusterLock
+from .manifest import parse_iso, utcnow
+from .progress import Progress, human_bytes
+
+JSON_SCHEMA_VERSION = 1
+TEST_CLOCK_ENV = "PG_BACKUP_TEST_NOW"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line and the usage exit code, like every other error
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print one JSON document on stdout (with schema_version)")
+    common.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress lines on stderr")
+    p = _Parser(prog="pg-backup", parents=[common],
+                description="Encrypted, checksummed PostgreSQL backups to S3-compatible or local storage.")
+    p.add_argument("--config", "-c", help=f"configuration file (default ${config_mod.ENV_CONFIG} or "
+                                          f"{config_mod.DEFAULT_CONFIG_PATH})")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    p.add_argument("--version", action="version", version=f"pg-backup {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    b = sub.add_parser("backup", parents=[common], help="take a logical backup of every (or the named) database")
+    b.add_argument("--tier", required=True, choices=("daily", "weekly", "monthly"))
+    b.add_argument("--database", "-d", action="append", default=[], metavar="NAME",
+                   help="back up only this database (repeatable)")
+
+    ls = sub.add_parser("list", parents=[common], help="list committed backups, oldest first")
+    ls.add_argument("--tier", choices=("daily", "weekly", "monthly"))
+
+    sh = sub.add_parser("show", parents=[common], help="show one backup's manifest")
+    sh.add_argument("backup_id")
+
+    v = sub.add_parser("verify", parents=[common], help="re-hash stored objects against their manifests")
+    v.add_argument("backup_id", nargs="?")
+    v.add_argument("--all", action="store_true", help="verify every backup")
+    v.add_argument("--deep", action="store_true", help="also decrypt, decompress and read each archive's TOC")
+
+    r = sub.add_parser("restore", parents=[common], help="restore one database of a logical backup")
+    r.add_argument("backup_id")
+    r.add_argument("--database", "-d", metavar="NAME", help="database in the backup (optional if it holds one)")
+    r.add_argument("--target-database", metavar="NEW", help="restore under this name (default: the original name)")
+    r.add_argument("--replace", action="store_true",
+                   help="replace an existing target database (renamed aside, dropped only after success)")
+    r.add_argument("--table", "-t", action="append", default=[], metavar="T", help="restore only this table")
+    r.add_argument("--schema", "-n", action="append", default=[], metavar="S", help="restore only this schema")
+    r.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
+                   help="parallel pg_restore jobs (spools the decrypted dump into a private directory)")
+    r.add_argument("--with-globals", action="store_true", help="first replay roles and tablespaces")
+    r.add_argument("--no-owner", action="store_true", help="skip ownership and privileges (pg_restore --no-owner --no-acl)")
+
+    pr = sub.add_parser("prune", parents=[common], help="apply retention and remove incomplete backups")
+    pr.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
+
+    c = sub.add_parser("config", parents=[common], help="configuration tools")
+    csub = c.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
+    csub.add_parser("validate", parents=[common], help="check the configuration and list every problem")
+    csub.add_parser("reference", parents=[common], help="print the configuration reference (Markdown)")
+
+    sub.add_parser("exit-codes", parents=[common], help="print the exit codes and their meaning")
+    return p
+
+
+# -------------------------------------------------------------------------------------------------
+# Commands. Each returns (json_document_fields, text_lines, exit_code).
+
+Result = Dict[str, Any]
+
+
+def _clock() -> Callable[[], dt.datetime]:
+    fixed = os.environ.get(TEST_CLOCK_ENV)
+    if not fixed:
+        return utcnow
+    try:
+        when = parse_iso(fixed) if "." in fixed else dt.datetime.strptime(fixed, "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=dt.timezone.utc)
+    except ValueError:
+        raise UsageError(f"{TEST_CLOCK_ENV}={fixed!r} is not an ISO time like 2030-01-01T00:00:00Z") from None
+    offset = when - utcnow()
+    return lambda: utcnow() + offset
+
+
+def cmd_backup(ctx: Context, args: argparse.Namespace) -> Result:
+    from .backup import run_backup
+
+    m = run_backup(ctx, args.tier, args.database)
+    return {"backup": m.summary(), "backup_id": m.backup_id, "bytes": m.stored_bytes,
+            "_text": [f"backup {m.backup_id} complete: {len(m.databases)} database(s), "
+                      f"{human_bytes(m.raw_bytes)} dumped, {human_bytes(m.stored_bytes)} stored"]}
+
+
+def cmd_list(ctx: Context, args: argparse.Namespace) -> Result:
+    manifests = [m for m in ctx.repo.manifests() if not args.tier or m.tier == args.tier]
+    lines = [f"{'BACKUP ID':<38} {'TIER':<8} {'STARTED (UTC)':<20} {'DBS':>3} {'STORED':>10}  KEY"]
+    for m in manifests:
+        lines.append(f"{m.backup_id:<38} {m.tier:<8} {m.started:%Y-%m-%d %H:%M:%S} {len(m.databases):>4} "
+                     f"{human_bytes(m.stored_bytes):>10}  {m.encryption.fingerprint}")
+    if not manifests:
+        lines = [f"no backups in {ctx.repo.location}"]
+    return {"repository": ctx.repo.location, "backups": [m.summary() for m in manifests], "_text": lines}
+
+
+def cmd_show(ctx: Context, args: argparse.Namespace) -> Result:
+    m = ctx.repo.load_manifest(args.backup_id)
+    doc = json.loads(m.to_json())
+    return {"manifest": doc, "_text": [json.dumps(doc, indent=2, ensure_ascii=False)]}
+
+
+def cmd_verify(ctx: Context, args: argparse.Namespace) -> Result:
+    from .verify import verify_backup
+
+    if bool(args.all) == bool(args.backup_id):
+        raise UsageError("name one BACKUP_ID or pass --all")
+    manifests = ctx.repo.manifests() if args.all else [ctx.repo.load_manifest(args.backup_id)]
+    reports = [verify_backup(ctx, m, deep=args.deep) for m in manifests]
+    bad = [f"{r['backup_id']}/{o['object']}: {o['error']}" for r in reports for o in r["objects"] if not o["ok"]]
+    lines = [f"{r['backup_id']}: {'OK' if r['ok'] else 'FAILED'} ({len(r['objects'])} object(s)"
+             f"{', deep' if args.deep else ''})" for r in reports]
+    if not reports:
+        lines = ["no backups to verify"]
+    result: Result = {"backups": reports, "verified": len(reports), "failed": len([r for r in reports if not r["ok"]]),
+                      "_text": lines}
+    if bad:
+        result["_exit"] = EXIT_INTEGRITY
+        result["_error"] = f"integrity failure: {bad[0]}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
+    return result
+
+
+def cmd_restore(ctx: Context, args: argparse.Namespace) -> Result:
+    from .restore import run_restore
+
+    res = run_restore(ctx, args.backup_id, database=args.database, target=args.target_database,
+                      replace=args.replace, tables=args.table, schemas=args.schema, jobs=args.jobs,
+                      with_globals=args.with_globals, no_owner=args.no_owner)
+    verb = "replaced" if res["replaced"] else "restored into new database"
+    res["_text"] = [f"{res['backup_id']}: database {res['database']!r} {verb} {res['target_database']!r} "
+                    f"in {res['duration_seconds']:.1f} s"] + [f"note: {n}" for n in res["notes"]]
+    return res
+
+
+def cmd_prune(ctx: Context, args: argparse.Namespace) -> Result:
+    from .prune import run_prune
+
+    res = run_prune(ctx, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    res["_text"] = [f"{verb} {len(res['deleted'])} backup(s), kept {len(res['kept'])}; "
+                    f"{len(res['incomplete_removed'])} incomplete backup(s) and {len(res['uploads_aborted'])} "
+                    f"unfinished upload(s) {'to clean up' if args.dry_run else 'cleaned up'}"]
+    return res
+
+
+COMMANDS: Dict[str, Callable[[Context, argparse.Namespace], Result]] = {
+    "backup": cmd_backup, "list": cmd_list, "show": cmd_show, "verify": cmd_verify,
+    "restore": cmd_restore, "prune": cmd_prune,
+}
+LOCKED = {"backup", "prune"}
+AUDITED = {"backup", "restore", "verify", "prune"}
+
+
+def _config_command(args: argparse.Namespace, path: str) -> Result:
+    if args.config_command == "reference":
+        text = config_mod.reference_markdown()
+        return {"options": [o.__dict__ for o in config_mod.iter_options()], "_text": [text.rstrip("\n")]}
+    if args.config_command != "validate":
+        raise UsageError("config needs an action: validate or reference")
+    _, problems = config_mod.parse(config_mod.read_file(path))
+    if problems:
+        raise ConfigError(f"{path}: {len(problems)} problem(s): " + "; ".join(problems), problems=problems)
+    return {"path": path, "valid": True, "problems": [], "_text": [f"{path}: valid"]}
+
+
+# -------------------------------------------------------------------------------------------------
+
+def _emit(args: argparse.Namespace, command: str, result: Result, exit_code: int,
+          error: Optional[PgBackupError] = None) -> None:
+    as_json = getattr(args, "json", False)
+    if as_json:
+        doc: Dict[str, Any] = {"schema_version": JSON_SCHEMA_VERSION, "command": command, "ok": exit_code == 0,
+                               "exit_code": exit_code}
+        doc.update({k: v for k, v in result.items() if not k.startswith("_")})
+        if error is not None or exit_code:
+            doc["error"] = {"exit_code": exit_code, "type": type(error).__name__ if error else "IntegrityError",
+                            "message": str(error) if error else result.get("_error", ""),
+                            "meaning": EXIT_CODES.get(exit_code, "")}
+            if isinstance(error, ConfigError):
+                doc["error"]["problems"] = error.problems
+        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
+    else:
+        for line in result.get("_text", []):
+            sys.stdout.write(line + "\n")
+    if error is not None:
+        sys.stderr.write(f"pg-backup: error: {error}\n")
+        if isinstance(error, ConfigError) and len(error.problems) > 1 and not as_json:
+            for problem in error.problems:
+                sys.stderr.write(f"  - {problem}\n")
+    elif exit_code and result.get("_error"):
+        sys.stderr.write(f"pg-backup: error: {result['_error']}\n")
+    sys.stdout.flush()
+
+
+def _raise_interrupted(signum: int, _frame: Any) -> None:
+    raise Interrupted(f"stopped by signal {signal.Signals(signum).name}; nothing was committed")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    args = argparse.Namespace(json="--json" in argv)
+    command = "pg-backup"
+    ctx: Optional[Context] = None
+    audit: Optional[AuditRecord] = None
+    result: Result = {}
+    error: Optional[PgBackupError] = None
+    exit_code = EXIT_OK
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        for flag in ("json", "quiet"):
+            setattr(args, flag, getattr(args, flag, False))
+        if not args.command:
+            parser.print_help(sys.stderr)
+            raise UsageError("no command given")
+        command = args.command if args.command != "config" else f"config {args.config_command or ''}".strip()
+        if args.command == "exit-codes":
+            result = {"exit_codes": {str(k): v for k, v in EXIT_CODES.items()},
+                      "_text": [f"{k:>3}  {v}" for k, v in EXIT_CODES.items()]}
+        elif args.command == "config":
+            result = _config_command(args, config_mod.config_path(args.config))
+        else:
+            settings = config_mod.load(args.config)
+            progress = Progress(quiet=args.quiet)
+            ctx = Context(settings, progress, clock=_clock())
+            if args.command in AUDITED:
+                audit = AuditRecord(args.command, argv, settings.cluster, clock=ctx.clock)
+            if args.command in LOCKED:
+                with ClusterLock(settings.paths.state_dir, ctx.cluster, " ".join(["pg-backup", *argv])):
+                    result = COMMANDS[args.command](ctx, args)
+            else:
+                result = COMMANDS[args.command](ctx, args)
+            exit_code = int(result.get("_exit", EXIT_OK))
+    except PgBackupError as exc:
+        error, exit_code = exc, exc.exit_code
+    except KeyboardInterrupt:
+        error = Interrupted("interrupted; nothing was committed")
+        exit_code = error.exit_code
+    except BrokenPipeError:
+        exit_code = EXIT_INTERNAL
+    except Exception as exc:  # a bug: still one line unless --debug
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        error = PgBackupError(f"internal error: {exc.__class__.__name__}: {exc} (run with --debug for a traceback)")
+        exit_code = EXIT_INTERNAL
+    finally:
+        if ctx is not None:
+            ctx.close()
+    if audit is not None and ctx is not None:
+        _write_audit(ctx, audit, result, exit_code, error)
+    _emit(args, command, result, exit_code, error)
+    return exit_code
+
+
+def _write_audit(ctx: Context, audit: AuditRecord, result: Result, exit_code: int,
+                 error: Optional[PgBackupError]) -> None:
+    message = str(error) if error else result.get("_error")
+    record = audit.finish(result="success" if exit_code == 0 else "failure", exit_code=exit_code, error=message,
+                          backup_id=result.get("backup_id"), bytes=result.get("bytes"),
+                          restored_into=result.get("target_database"))
+    warnings = [write_local(ctx.settings.audit_log_path, record)]
+    try:
+        warnings.append(write_remote(ctx.repo, record, audit.started))
+    except PgBackupError as exc:
+        warnings.append(f"cannot copy audit record to the repository: {exc}")
+    for w in warnings:
+        if w:
+            ctx.progress.warn(w)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,423 @@
+"""Configuration: one declarative schema drives loading, validation and the reference docs.
+
+The schema is the tree of dataclasses below. Each field's ``metadata`` carries its documentation and
+constraints; :func:`iter_options` flattens the tree into dotted key paths, which ``config validate``,
+``config reference`` (the README's configuration table) and the Ansible roles' argument specs are
+all derived from or checked against. Add an option here and nowhere else.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Tuple, get_type_hints
+
+import yaml
+
+from .errors import ConfigError
+
+ENV_CONFIG = "PG_BACKUP_CONFIG"
+DEFAULT_CONFIG_PATH = "/etc/pg-backup/pg-backup.yml"
+TIERS = ("daily", "weekly", "monthly")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def opt(default: Any, doc: str, *, choices: Tuple[Any, ...] = (), minimum: Optional[int] = None,
+        maximum: Optional[int] = None, secret_file: bool = False, pattern: Optional[str] = None,
+        example: Any = None) -> Any:
+    """Declare one option: its default, its one-line documentation and its constraints."""
+    meta = {"doc": doc, "choices": choices, "minimum": minimum, "maximum": maximum,
+            "secret_file": secret_file, "pattern": pattern, "example": example}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def section(cls: type, doc: str) -> Any:
+    return field(default_factory=cls, metadata={"doc": doc, "section": True})
+
+
+@dataclass
+class PostgresSettings:
+    host: str = opt("/var/run/postgresql", "Host name or Unix-socket directory of the cluster.")
+    port: int = opt(5432, "Port of the cluster.", minimum=1, maximum=65535)
+    user: str = opt("postgres", "Role the agent connects as; it must be able to read every database "
+                    "(a superuser, or a member of pg_read_all_data for dumps).")
+    dbname: str = opt("postgres", "Maintenance database for catalog queries and for CREATE/ALTER DATABASE on restore.")
+    bin_dir: Optional[str] = opt(None, "Directory holding pg_dump, pg_dumpall, pg_restore and psql; empty means "
+                                 "the newest /usr/lib/postgresql/<major>/bin at least as new as the server, else PATH.")
+    passfile: Optional[str] = opt(None, "libpq password file (mode 0600) when the role needs a password. "
+                                  "Passwords never go in this configuration file.", secret_file=True)
+    sslmode: Optional[str] = opt(None, "libpq sslmode for TCP connections.",
+                                 choices=(None, "disable", "allow", "prefer", "require", "verify-ca", "verify-full"))
+    connect_timeout: int = opt(10, "Seconds to wait for a connection before failing.", minimum=1, maximum=600)
+
+
+@dataclass
+class StorageClassSettings:
+    daily: str = opt("STANDARD", "S3 storage class for daily backups.")
+    weekly: str = opt("STANDARD", "S3 storage class for weekly backups.")
+    monthly: str = opt("STANDARD", "S3 storage class for monthly backups (e.g. GLACIER or DEEP_ARCHIVE for "
+                       "7-year archives; the agent restores archived objects itself).")
+
+
+S3_STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR",
+                      "GLACIER", "DEEP_ARCHIVE", "REDUCED_REDUNDANCY")
+
+
+@dataclass
+class S3Settings:
+    bucket: Optional[str] = opt(None, "Bucket name (required when repository.type is s3).")
+    endpoint_url: Optional[str] = opt(None, "Endpoint for S3-compatible stores (MinIO, Ceph RGW, ...); empty for AWS.",
+                                      example="https://minio.internal:9000")
+    region: Optional[str] = opt(None, "Region of the bucket; also checked against the bucket's real region "
+                                "(data locality).", example="eu-central-1")
+    force_path_style: bool = opt(False, "Use path-style addressing (MinIO and most non-AWS stores need it).")
+    verify_tls: bool = opt(True, "Verify the endpoint's TLS certificate.")
+    ca_bundle: Optional[str] = opt(None, "CA bundle file to verify the endpoint's certificate with.")
+    credentials_file: Optional[str] = opt(None, "AWS-style credentials file (mode 0600) with aws_access_key_id and "
+                                          "aws_secret_access_key; empty uses the instance/IAM role or the "
+                                          "standard AWS environment.", secret_file=True)
+    profile: Optional[str] = opt(None, "Profile within credentials_file.")
+    sse: str = opt("none", "Server-side encryption requested on every object, in addition to the agent's own "
+                   "client-side encryption.", choices=("none", "AES256", "aws:kms"))
+    sse_kms_key_id: Optional[str] = opt(None, "KMS key id when sse is aws:kms.")
+    storage_class: StorageClassSettings = section(StorageClassSettings, "Storage class per backup tier.")
+    part_size_mib: int = opt(16, "Multipart part size; memory use is about part_size x (max_concurrency + 1).",
+                             minimum=5, maximum=5120)
+    max_concurrency: int = opt(2, "Parts uploaded in parallel.", minimum=1, maximum=16)
+    max_attempts: int = opt(10, "Attempts per request, with exponential backoff, before storage counts as unreachable.",
+                            minimum=1, maximum=50)
+    connect_timeout: int = opt(10, "Seconds to connect to the endpoint.", minimum=1, maximum=600)
+    read_timeout: int = opt(120, "Seconds to wait for a response.", minimum=1, maximum=3600)
+    restore_tier: str = opt("Standard", "Retrieval tier for objects in GLACIER/DEEP_ARCHIVE.",
+                            choices=("Expedited", "Standard", "Bulk"))
+    restore_days: int = opt(3, "Days a retrieved archived object stays readable.", minimum=1, maximum=365)
+    restore_poll_seconds: int = opt(60, "Seconds between checks while an archived object is being retrieved.",
+                                    minimum=1, maximum=3600)
+    restore_timeout_hours: int = opt(60, "Give up waiting for archived objects after this many hours.",
+                                     minimum=1, maximum=24 * 14)
+
+
+@dataclass
+class RepositorySettings:
+    type: str = opt("local", "Where backups go.", choices=("local", "s3"))
+    path: Optional[str] = opt(None, "Root directory of a local repository (required when type is local).",
+                              example="/var/backups/pg-backup")
+    prefix: str = opt("", "Key prefix inside the bucket or directory, before <cluster>/.")
+    s3: S3Settings = section(S3Settings, "S3-compatible object storage.")
+
+
+@dataclass
+class EncryptionSettings:
+    mode: str = opt("public-key", "public-key: hosts hold only an OpenPGP public key and cannot read backups; "
+                    "passphrase: one symmetric secret.", choices=("public-key", "passphrase"))
+    public_key_file: Optional[str] = opt(None, "OpenPGP public key (armored or binary) new backups are "
+                                         "encrypted to (public-key mode).")
+    private_key_files: List[str] = opt([], "OpenPGP secret keys (mode 0600) for restore and deep verify; "
+                                       "list old keys too after a rotation. Only needed where restores run.",
+                                       secret_file=True)
+    private_key_passphrase_file: Optional[str] = opt(None, "File (0600) holding the passphrase that protects "
+                                                     "the secret keys, if any.", secret_file=True)
+    passphrase_file: Optional[str] = opt(None, "File (0600) with the passphrase new backups are encrypted with "
+                                         "(passphrase mode).", secret_file=True)
+    old_passphrase_files: List[str] = opt([], "Previous passphrases (0600 files) still needed to read older "
+                                          "backups after a rotation.", secret_file=True)
+    gpg_binary: str = opt("gpg", "GnuPG 2.2+ executable.")
+
+
+@dataclass
+class CompressionSettings:
+    level: int = opt(3, "zstd level (1 fastest ... 19 smallest).", minimum=1, maximum=19)
+    threads: int = opt(0, "zstd worker threads; 0 means one per CPU core.", minimum=0, maximum=256)
+
+
+@dataclass
+class RetentionSettings:
+    daily_days: int = opt(30, "Keep daily backups this many days.", minimum=1, maximum=3660)
+    weekly_weeks: int = opt(12, "Keep weekly backups this many weeks.", minimum=1, maximum=520)
+    monthly_months: int = opt(84, "Keep monthly backups this many months (84 = 7 years).", minimum=1, maximum=1200)
+    wal_hours: int = opt(24, "Point-in-time recovery window for WAL beyond what retained base backups need.",
+                         minimum=1, maximum=24 * 400)
+    incomplete_grace_hours: int = opt(24, "Backups without a manifest and abandoned multipart uploads older than "
+                                      "this are removed by prune (younger ones may still be running).",
+                                      minimum=1, maximum=24 * 30)
+
+
+@dataclass
+class BackupSettings:
+    databases: List[str] = opt([], "Databases to back up; empty means every database that allows connections "
+                               "except templates.")
+    exclude_databases: List[str] = opt([], "Databases never backed up.")
+    globals: bool = opt(True, "Also store roles and tablespaces (pg_dumpall --globals-only).")
+    row_counts: bool = opt(False, "Record exact per-table row counts in the manifest, counted in the same "
+                           "snapshot as the dump (costs a full scan of every table).")
+
+
+@dataclass
+class PathsSettings:
+    state_dir: str = opt("/var/lib/pg-backup", "Local state: locks, the local audit log, the restore spool.")
+    audit_log: Optional[str] = opt(None, "Local audit log (JSON lines); default <state_dir>/audit.jsonl.")
+    spool_dir: Optional[str] = opt(None, "Private directory for parallel restores that need a seekable file; "
+                                   "default <state_dir>/spool. Created 0700 and emptied after each use.")
+
+
+@dataclass
+class Settings:
+    cluster: Optional[str] = opt(None, "Name of this cluster in the repository (<prefix>/<cluster>/...); unique "
+                                 "per repository.", pattern=_NAME_RE.pattern, example="main")
+    postgres: PostgresSettings = section(PostgresSettings, "How to reach the PostgreSQL cluster.")
+    repository: RepositorySettings = section(RepositorySettings, "Where backups are stored.")
+    encryption: EncryptionSettings = section(EncryptionSettings, "Client-side OpenPGP encryption (AES-256).")
+    compression: CompressionSettings = section(CompressionSettings, "zstd compression.")
+    retention: RetentionSettings = section(RetentionSettings, "Grandfather-father-son retention.")
+    backup: BackupSettings = section(BackupSettings, "What a backup contains.")
+    paths: PathsSettings = section(PathsSettings, "Local files of the agent.")
+
+    # Derived conveniences, not options.
+    @property
+    def audit_log_path(self) -> str:
+        return self.paths.audit_log or os.path.join(self.paths.state_dir, "audit.jsonl")
+
+    @property
+    def spool_path(self) -> str:
+        return self.paths.spool_dir or os.path.join(self.paths.state_dir, "spool")
+
+
+@dataclass(frozen=True)
+class OptionInfo:
+    path: str
+    type_name: str
+    default: Any
+    doc: str
+    choices: Tuple[Any, ...]
+    minimum: Optional[int]
+    maximum: Optional[int]
+    secret_file: bool
+    example: Any
+
+
+def _type_name(tp: Any) -> str:
+    text = getattr(tp, "__name__", None) or str(tp)
+    if "List" in str(tp) or "list" in str(tp):
+        return "list"
+    if "Optional" in str(tp) or "None" in str(tp):
+        inner = [a for a in getattr(tp, "__args__", ()) if a is not type(None)]
+        return _type_name(inner[0]) if inner else "str"
+    return {"str": "str", "int": "int", "bool": "bool"}.get(text, text)
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def iter_options(cls: type = Settings, prefix: str = "") -> Iterator[OptionInfo]:
+    """Every option as a dotted key path, in schema order."""
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        path = f"{prefix}{f.name}"
+        if f.metadata.get("section"):
+            yield from iter_options(hints[f.name], path + ".")
+            continue
+        m = f.metadata
+        yield OptionInfo(path, _type_name(hints[f.name]), _field_default(f), m["doc"], tuple(m["choices"]),
+                         m["minimum"], m["maximum"], bool(m["secret_file"]), m["example"])
+
+
+def reference_markdown() -> str:
+    """The README's configuration reference, generated from the schema."""
+    lines = ["| key | type | default | description |", "| --- | --- | --- | --- |"]
+    for o in iter_options():
+        default = "" if o.default in (None, "", []) else f"`{o.default}`"
+        doc = o.doc
+        if o.choices:
+            doc += " One of: " + ", ".join(f"`{c}`" for c in o.choices if c is not None) + "."
+        if o.minimum is not None:
+            doc += f" Range {o.minimum}–{o.maximum}."
+        lines.append(f"| `{o.path}` | {o.type_name} | {default} | {doc} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def _build(cls: type, data: Any, path: str, problems: List[str]) -> Any:
+    hints = get_type_hints(cls)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        problems.append(f"{path or '<top>'}: must be a mapping, got {type(data).__name__}")
+        data = {}
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            where = f"{path}.{key}" if path else str(key)
+            problems.append(f"{where}: unknown key (known here: {', '.join(sorted(known))})")
+    values: Dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        where = f"{path}.{f.name}" if path else f.name
+        tp = hints[f.name]
+        if f.metadata.get("section"):
+            values[f.name] = _build(tp, data.get(f.name), where, problems)
+            continue
+        if f.name not in data or (data[f.name] is None and _type_name(tp) != "list"):
+            values[f.name] = _field_default(f)
+            continue
+        values[f.name] = _coerce(data[f.name], tp, f.metadata, where, problems, _field_default(f))
+    return cls(**values)
+
+
+def _coerce(value: Any, tp: Any, meta: Any, where: str, problems: List[str], default: Any) -> Any:
+    kind = _type_name(tp)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        problems.append(f"{where}: must be true or false, got {value!r}")
+        return default
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{where}: must be a whole number, got {value!r}")
+            return default
+        lo, hi = meta["minimum"], meta["maximum"]
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            problems.append(f"{where}: {value} is out of range {lo}..{hi}")
+            return default
+        return value
+    if kind == "list":
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            problems.append(f"{where}: must be a list of non-empty strings, got {value!r}")
+            return default
+        return list(value)
+    # strings
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        problems.append(f"{where}: must be a string, got {value!r}")
+        return default
+    choices = meta["choices"]
+    if choices and value not in choices:
+        shown = ", ".join(str(c) for c in choices if c is not None)
+        problems.append(f"{where}: {value!r} is not one of {shown}")
+        return default
+    if meta["pattern"] and not re.match(meta["pattern"], value):
+        problems.append(f"{where}: {value!r} must match {meta['pattern']}")
+        return default
+    return value
+
+
+def _check_secret_file(path: str, where: str, problems: List[str], must_exist: bool = True) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if must_exist:
+            problems.append(f"{where}: file {path} does not exist")
+        return
+    except PermissionError:
+        problems.append(f"{where}: file {path} is not readable by this user")
+        return
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        problems.append(f"{where}: {path} holds a secret but is accessible by group or others "
+                        f"(mode {stat.S_IMODE(st.st_mode):04o}); run chmod 600 {path}")
+
+
+def semantic_problems(s: Settings, *, check_files: bool = True) -> List[str]:
+    """Cross-field rules that a per-field type check cannot express."""
+    problems: List[str] = []
+    if not s.cluster:
+        problems.append("cluster: required; name this cluster in the repository, e.g. 'main'")
+    repo = s.repository
+    if repo.type == "local":
+        if not repo.path:
+            problems.append("repository.path: required when repository.type is local")
+        elif not os.path.isabs(repo.path):
+            problems.append(f"repository.path: must be an absolute path, got {repo.path!r}")
+    else:
+        if not repo.s3.bucket:
+            problems.append("repository.s3.bucket: required when repository.type is s3")
+        if repo.s3.sse == "aws:kms" and not repo.s3.sse_kms_key_id:
+            problems.append("repository.s3.sse_kms_key_id: required when repository.s3.sse is aws:kms")
+        for tier in TIERS:
+            sc = getattr(repo.s3.storage_class, tier)
+            if sc not in S3_STORAGE_CLASSES:
+                problems.append(f"repository.s3.storage_class.{tier}: {sc!r} is not one of "
+                                f"{', '.join(S3_STORAGE_CLASSES)}")
+        if repo.s3.endpoint_url and not re.match(r"^https?://", repo.s3.endpoint_url):
+            problems.append(f"repository.s3.endpoint_url: must start with http:// or https://, "
+                            f"got {repo.s3.endpoint_url!r}")
+    if repo.prefix and (repo.prefix.startswith("/") or ".." in repo.prefix.split("/")):
+        problems.append(f"repository.prefix: must be relative without '..', got {repo.prefix!r}")
+    enc = s.encryption
+    if enc.mode == "public-key" and not enc.public_key_file and not enc.private_key_files:
+        problems.append("encryption.public_key_file: required in public-key mode (or private_key_files on a "
+                        "restore-only host)")
+    if enc.mode == "passphrase" and not enc.passphrase_file:
+        problems.append("encryption.passphrase_file: required in passphrase mode")
+    if check_files:
+        for o in iter_options():
+            if not o.secret_file:
+                continue
+            value = _get_path(s, o.path)
+            for item in (value if isinstance(value, list) else [value]):
+                if item:
+                    _check_secret_file(item, o.path, problems)
+        if enc.public_key_file and not os.path.exists(enc.public_key_file):
+            problems.append(f"encryption.public_key_file: file {enc.public_key_file} does not exist")
+    return problems
+
+
+def _get_path(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def parse(data: Any, *, check_files: bool = True) -> Tuple[Settings, List[str]]:
+    """Build settings from parsed YAML; return them with every problem found (empty when valid)."""
+    problems: List[str] = []
+    settings = _build(Settings, data, "", problems)
+    problems.extend(semantic_problems(settings, check_files=check_files))
+    return settings, problems
+
+
+def config_path(explicit: Optional[str]) -> str:
+    return explicit or os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG_PATH
+
+
+def read_file(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist",
+                          hint=f"pass --config FILE or set {ENV_CONFIG}") from None
+    except PermissionError:
+        raise ConfigError(f"configuration file {path} is not readable by this user",
+                          hint="run as the user that owns it (usually postgres)") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"configuration file {path} is not valid YAML{where}") from None
+
+
+def load(path: Optional[str] = None, *, check_files: bool = True) -> Settings:
+    """Load and validate; raise ConfigError listing every problem."""
+    resolved = config_path(path)
+    settings, problems = parse(read_file(resolved), check_files=check_files)
+    if problems:
+        first = problems[0] if len(problems) == 1 else f"{problems[0]} (and {len(problems) - 1} more)"
+        raise ConfigError(f"invalid configuration {resolved}: {first}", problems=problems,
+                          hint="run 'pg-backup config validate' to list every problem")
+    return settings
+
+
+def to_dict(settings: Settings) -> Dict[str, Any]:
+    return dataclasses.asdict(settings)

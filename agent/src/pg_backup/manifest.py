@@ -1,0 +1,160 @@
+"""Backup manifests: the catalog is nothing but the set of these files.
+
+A manifest is written last, with create-if-absent semantics; its presence is the commit point of
+a backup. Everything restore, verify and retention need is in it, so storage alone is the truth.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from .errors import IntegrityError
+
+MANIFEST_SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+_ID_RE = re.compile(r"^(\d{8}T\d{6}Z)-(logical|physical)-(daily|weekly|monthly)(?:-(\d+))?$")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def iso(ts: dt.datetime) -> str:
+    return ts.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
+
+
+def make_backup_id(started: dt.datetime, kind: str, tier: str, sequence: int = 0) -> str:
+    """Sortable, human-readable ids: 20261125T020000Z-logical-daily (a -N suffix on a clash)."""
+    base = f"{started.astimezone(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{kind}-{tier}"
+    return f"{base}-{sequence}" if sequence else base
+
+
+def is_backup_id(text: str) -> bool:
+    return bool(_ID_RE.match(text))
+
+
+@dataclass
+class StoredObject:
+    """One object of a backup, as stored (compressed and encrypted)."""
+
+    name: str                      # file name within the backup's directory
+    role: str                      # "database", "globals" or "base"
+    size: int                      # stored bytes
+    sha256: str                    # of the stored bytes
+    raw_size: int                  # bytes before compression
+    database: Optional[str] = None
+
+
+@dataclass
+class DatabaseInfo:
+    name: str
+    object: str                    # StoredObject.name holding its dump
+    encoding: str
+    collate: str
+    ctype: str
+    owner: str
+    size_bytes: int
+    row_counts: Optional[Dict[str, int]] = None
+
+
+@dataclass
+class EncryptionInfo:
+    format: str                    # "openpgp"
+    mode: str                      # "public-key" or "passphrase"
+    cipher: str                    # "AES256"
+    fingerprint: str               # key fingerprint (public key) or passphrase fingerprint
+
+
+@dataclass
+class Manifest:
+    backup_id: str
+    kind: str                      # "logical" (pg_dump) or "physical" (base backup)
+    tier: str
+    cluster: str
+    hostname: str
+    agent_version: str
+    server_version: str
+    server_version_num: int
+    system_identifier: Optional[str]
+    started_at: str
+    finished_at: str
+    encryption: EncryptionInfo
+    compression: Dict[str, Any]
+    objects: List[StoredObject] = field(default_factory=list)
+    databases: List[DatabaseInfo] = field(default_factory=list)
+    pg_dump_version: Optional[str] = None
+    notes: List[str] = field(default_factory=list)
+    extra: Dict[str, Any] = field(default_factory=dict)
+    schema_version: int = MANIFEST_SCHEMA_VERSION
+
+    @property
+    def started(self) -> dt.datetime:
+        return parse_iso(self.started_at)
+
+    @property
+    def finished(self) -> dt.datetime:
+        return parse_iso(self.finished_at)
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(o.size for o in self.objects)
+
+    @property
+    def raw_bytes(self) -> int:
+        return sum(o.raw_size for o in self.objects)
+
+    def object_named(self, name: str) -> StoredObject:
+        for obj in self.objects:
+            if obj.name == name:
+                return obj
+        raise IntegrityError(f"manifest of {self.backup_id} does not list object {name}")
+
+    def database(self, name: str) -> Optional[DatabaseInfo]:
+        for db in self.databases:
+            if db.name == name:
+                return db
+        return None
+
+    def globals_object(self) -> Optional[StoredObject]:
+        for obj in self.objects:
+            if obj.role == "globals":
+                return obj
+        return None
+
+    def to_json(self) -> bytes:
+        return (json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+    def summary(self) -> Dict[str, Any]:
+        """The compact form used by ``list --json``."""
+        return {
+            "backup_id": self.backup_id, "kind": self.kind, "tier": self.tier, "cluster": self.cluster,
+            "started_at": self.started_at, "finished_at": self.finished_at,
+            "stored_bytes": self.stored_bytes, "raw_bytes": self.raw_bytes,
+            "databases": [d.name for d in self.databases], "server_version": self.server_version,
+            "key_fingerprint": self.encryption.fingerprint, "encryption_mode": self.encryption.mode,
+        }
+
+    @classmethod
+    def from_json(cls, data: bytes, *, source: str = "manifest") -> "Manifest":
+        try:
+            raw = json.loads(data)
+            version = raw.get("schema_version")
+            if not isinstance(version, int) or version > MANIFEST_SCHEMA_VERSION:
+                raise IntegrityError(f"{source} has manifest schema_version {version!r}; this agent reads up to "
+                                     f"{MANIFEST_SCHEMA_VERSION}", hint="upgrade pg-backup")
+            raw["encryption"] = EncryptionInfo(**raw["encryption"])
+            raw["objects"] = [StoredObject(**o) for o in raw.get("objects", [])]
+            raw["databases"] = [DatabaseInfo(**d) for d in raw.get("databases", [])]
+            return cls(**raw)
+        except IntegrityError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise IntegrityError(f"{source} is not a valid manifest ({exc.__class__.__name__}: {exc})") from None

@@ -1,0 +1,201 @@
+"""The one-pass data path: source → zstd → OpenPGP (AES-256) → SHA-256 → storage, and back.
+
+Every byte is read once and never lands on disk in plaintext. Memory stays bounded by a few
+1 MiB chunks plus zstd's per-thread windows plus one storage part, whatever the data size.
+
+Threads, not processes: zstd and hashlib release the GIL, gpg runs as its own process, so a 2-core
+host keeps both cores busy while Python only moves buffers.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Iterator, List, Optional
+
+import zstandard
+
+from .crypto import GnuPG
+from .errors import IntegrityError, PgBackupError
+from .storage.base import PutOptions, Storage
+
+CHUNK = 1 << 20
+#: Callback(stage, bytes_done) for progress reporting.
+Progress = Callable[[str, int], None]
+
+
+@dataclass
+class StoreResult:
+    size: int
+    sha256: str
+    raw_size: int
+
+
+class _Feeder(threading.Thread):
+    """Copies a source into a sink in its own thread and keeps the first error for the caller."""
+
+    def __init__(self, work: Callable[[], None]):
+        super().__init__(daemon=True)
+        self._work = work
+        self.error: Optional[BaseException] = None
+
+    def run(self) -> None:
+        try:
+            self._work()
+        except BaseException as exc:  # re-raised in the caller's thread
+            self.error = exc
+
+
+def store_stream(source: BinaryIO, storage: Storage, key: str, gpg: GnuPG, *, what: str,
+                 level: int, threads: int, options: PutOptions = PutOptions(),
+                 finish_source: Callable[[], None] = lambda: None,
+                 progress: Optional[Progress] = None) -> StoreResult:
+    """Compress, encrypt, hash and store everything ``source`` yields.
+
+    ``finish_source`` is called after the source hits EOF and before storage commits the object:
+    it must raise if the producer (pg_dump, ...) failed, so a truncated dump never becomes an object.
+    """
+    workers = threads if threads > 0 else (os.cpu_count() or 1)
+    compressor = zstandard.ZstdCompressor(level=level, threads=workers if workers > 1 else 0)
+    enc = gpg.start_encrypt()
+    raw = [0]
+
+    def feed() -> None:
+        try:
+            with compressor.stream_writer(enc.stdin, closefd=False, write_size=CHUNK) as writer:
+                while True:
+                    block = source.read(CHUNK)
+                    if not block:
+                        break
+                    raw[0] += len(block)
+                    writer.write(block)
+                    if progress:
+                        progress("dump", raw[0])
+        finally:
+            try:
+                enc.stdin.close()
+            except OSError:
+                pass
+
+    feeder = _Feeder(feed)
+    digest = hashlib.sha256()
+    completed = False
+
+    def ciphertext() -> Iterator[bytes]:
+        nonlocal completed
+        while True:
+            block = enc.stdout.read(CHUNK)
+            if not block:
+                break
+            digest.update(block)
+            yield block
+        feeder.join()
+        if feeder.error is not None:
+            if isinstance(feeder.error, BrokenPipeError):
+                enc.finish(what)  # gpg died first: its message is the real cause
+            raise feeder.error
+        enc.finish(what)
+        finish_source()
+        completed = True
+
+    feeder.start()
+    try:
+        size = storage.put_stream(key, ciphertext(), options)
+    finally:
+        if not completed:
+            enc.kill()
+            feeder.join(timeout=30)
+    return StoreResult(size=size, sha256=digest.hexdigest(), raw_size=raw[0])
+
+
+def verify_stored(storage: Storage, key: str, size: int, sha256: str, *, what: str) -> None:
+    """Re-hash a stored object; raise IntegrityError naming it on any difference."""
+    digest = hashlib.sha256()
+    seen = 0
+    for block in storage.iter_chunks(key, CHUNK):
+        digest.update(block)
+        seen += len(block)
+    if seen != size:
+        raise IntegrityError(f"{what}: stored size {seen} bytes differs from the manifest's {size}")
+    if digest.hexdigest() != sha256:
+        raise IntegrityError(f"{what}: SHA-256 {digest.hexdigest()} differs from the manifest's {sha256}")
+
+
+def iter_plaintext(storage: Storage, key: str, gpg: GnuPG, fingerprint: str, *, what: str,
+                   expected_sha256: Optional[str] = None) -> Iterator[bytes]:
+    """Yield the decrypted, decompressed content of a stored object.
+
+    Decryption is authenticated (OpenPGP MDC) and, when ``expected_sha256`` is given, the stored
+    bytes are re-hashed on the way: either failure raises after the last chunk, so a consumer must
+    treat what it received as untrusted until this generator finishes without error.
+    """
+    dec = gpg.start_decrypt(fingerprint, what)
+    digest = hashlib.sha256()
+
+    def feed() -> None:
+        try:
+            for block in storage.iter_chunks(key, CHUNK):
+                digest.update(block)
+                enc_in = dec.stdin
+                enc_in.write(block)
+        finally:
+            try:
+                dec.stdin.close()
+            except OSError:
+                pass
+
+    feeder = _Feeder(feed)
+    feeder.start()
+    finished = False
+    try:
+        reader = zstandard.ZstdDecompressor().stream_reader(dec.stdout, read_size=CHUNK, read_across_frames=True)
+        try:
+            while True:
+                block = reader.read(CHUNK)
+                if not block:
+                    break
+                yield block
+        except zstandard.ZstdError as exc:
+            dec.kill()
+            feeder.join()
+            if isinstance(feeder.error, PgBackupError):
+                raise feeder.error
+            raise IntegrityError(f"{what}: decompression failed ({exc})") from None
+        feeder.join()
+        if feeder.error is not None and not isinstance(feeder.error, BrokenPipeError):
+            raise feeder.error
+        dec.finish(what)
+        if expected_sha256 and digest.hexdigest() != expected_sha256:
+            raise IntegrityError(f"{what}: SHA-256 {digest.hexdigest()} differs from the manifest's {expected_sha256}")
+        finished = True
+    finally:
+        if not finished:
+            dec.kill()
+            feeder.join(timeout=30)
+
+
+def copy_plaintext_to(chunks: Iterator[bytes], sink: BinaryIO) -> int:
+    """Write every chunk to ``sink``; return the byte count. Closes the sink at the end."""
+    total = 0
+    try:
+        for block in chunks:
+            sink.write(block)
+            total += len(block)
+    finally:
+        try:
+            sink.close()
+        except OSError:
+            pass
+    return total
+
+
+def drain(chunks: Iterator[bytes]) -> int:
+    return sum(len(block) for block in chunks)
+
+
+def sha256_hex(parts: List[bytes]) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()

@@ -1,0 +1,118 @@
+"""The storage layout of one cluster and the catalog read from it (DESIGN §2).
+
+    <prefix>/<cluster>/backups/<backup_id>/manifest.json   written last: the commit point
+    <prefix>/<cluster>/backups/<backup_id>/<objects>
+    <prefix>/<cluster>/wal/<timeline>/<segment>...
+    <prefix>/<cluster>/audit/<yyyy>/<mm>/<ts>-<op>-<rand>.json
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional
+
+from .errors import IntegrityError, NotFoundError
+from .manifest import MANIFEST_NAME, Manifest, is_backup_id
+from .storage.base import IncompleteUpload, ObjectInfo, PutOptions, Storage
+
+
+@dataclass
+class Leftover:
+    """A backup directory without a manifest: an interrupted or still-running backup."""
+
+    backup_id: str
+    keys: List[str] = field(default_factory=list)
+    newest: Optional[dt.datetime] = None
+    size: int = 0
+
+
+class Repository:
+    def __init__(self, storage: Storage, cluster: str):
+        self.storage = storage
+        self.cluster = cluster
+        self.root = f"{cluster}/"
+
+    # -- keys --------------------------------------------------------------------------------------
+    def backup_prefix(self, backup_id: str) -> str:
+        return f"{self.root}backups/{backup_id}/"
+
+    def object_key(self, backup_id: str, name: str) -> str:
+        return self.backup_prefix(backup_id) + name
+
+    def manifest_key(self, backup_id: str) -> str:
+        return self.object_key(backup_id, MANIFEST_NAME)
+
+    def audit_key(self, ts: dt.datetime, op: str, suffix: str) -> str:
+        u = ts.astimezone(dt.timezone.utc)
+        return f"{self.root}audit/{u:%Y}/{u:%m}/{u:%Y%m%dT%H%M%S}Z-{op}-{suffix}.json"
+
+    @property
+    def location(self) -> str:
+        return f"{self.storage.location.rstrip('/')}/{self.root}"
+
+    # -- catalog -----------------------------------------------------------------------------------
+    def _backup_objects(self) -> Dict[str, List[ObjectInfo]]:
+        grouped: Dict[str, List[ObjectInfo]] = {}
+        prefix = f"{self.root}backups/"
+        for info in self.storage.list(prefix):
+            rest = info.key[len(prefix):]
+            backup_id, _, _name = rest.partition("/")
+            grouped.setdefault(backup_id, []).append(info)
+        return grouped
+
+    def manifests(self) -> List[Manifest]:
+        """Every committed backup, oldest first."""
+        result = []
+        for backup_id, objects in sorted(self._backup_objects().items()):
+            if any(o.key.endswith("/" + MANIFEST_NAME) for o in objects):
+                result.append(self.load_manifest(backup_id))
+        result.sort(key=lambda m: (m.started_at, m.backup_id))
+        return result
+
+    def load_manifest(self, backup_id: str) -> Manifest:
+        if "/" in backup_id or not backup_id:
+            raise NotFoundError(f"{backup_id!r} is not a backup id", hint="see 'pg-backup list'")
+        key = self.manifest_key(backup_id)
+        try:
+            data = self.storage.get_bytes(key)
+        except NotFoundError:
+            raise NotFoundError(f"backup {backup_id} does not exist in {self.location}",
+                                hint="see 'pg-backup list' for the backups there are") from None
+        manifest = Manifest.from_json(data, source=f"manifest of {backup_id}")
+        if manifest.backup_id != backup_id:
+            raise IntegrityError(f"manifest at {key} names backup {manifest.backup_id}")
+        return manifest
+
+    def leftovers(self) -> List[Leftover]:
+        """Backup directories that have objects but no manifest."""
+        result = []
+        for backup_id, objects in sorted(self._backup_objects().items()):
+            if any(o.key.endswith("/" + MANIFEST_NAME) for o in objects):
+                continue
+            left = Leftover(backup_id, [o.key for o in objects], max(o.modified for o in objects),
+                            sum(o.size for o in objects))
+            result.append(left)
+        return result
+
+    def incomplete_uploads(self) -> Iterator[IncompleteUpload]:
+        return self.storage.list_incomplete(self.root)
+
+    def exists(self, backup_id: str) -> bool:
+        return any(True for _ in self.storage.list(self.backup_prefix(backup_id)))
+
+    # -- writes ------------------------------------------------------------------------------------
+    def commit_manifest(self, manifest: Manifest, options: PutOptions) -> None:
+        """Write the manifest, never over an existing one: the last step of every backup."""
+        try:
+            self.storage.put_bytes(self.manifest_key(manifest.backup_id), manifest.to_json(),
+                                   PutOptions(storage_class=None, tags=options.tags,
+                                              content_type="application/json"), overwrite=False)
+        except FileExistsError:
+            raise IntegrityError(f"backup {manifest.backup_id} already has a manifest; refusing to overwrite it") from None
+
+    def delete_backup(self, manifest_or_id: str, keys: Optional[List[str]] = None) -> None:
+        """Remove the manifest first, so a half-deleted backup is never mistaken for a complete one."""
+        backup_id = manifest_or_id
+        self.storage.delete([self.manifest_key(backup_id)])
+        rest = keys if keys is not None else [o.key for o in self.storage.list(self.backup_prefix(backup_id))]
+        self.storage.delete([k for k in rest if not k.endswith("/" + MANIFEST_NAME)])

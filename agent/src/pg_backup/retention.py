@@ -1,0 +1,81 @@
+"""Grandfather-father-son retention as a pure function of manifests, settings and a clock.
+
+Each backup carries the tier it was taken for; a tier keeps every backup younger than its
+retention (calendar months for the monthly tier, so "84 months" is exactly 7 years), and the
+newest committed backup of every (kind, tier) is kept whatever its age, so a host whose schedule
+stopped never loses its last backup to the calendar. Ages come from the manifest's start time,
+never from file or object times (which copies, restores and migrations change).
+"""
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Tuple
+
+from .config import RetentionSettings
+
+
+@dataclass(frozen=True)
+class BackupRef:
+    backup_id: str
+    kind: str
+    tier: str
+    started: dt.datetime
+
+
+@dataclass
+class RetentionPlan:
+    keep: Dict[str, str] = field(default_factory=dict)      # backup_id -> reason
+    delete: Dict[str, str] = field(default_factory=dict)    # backup_id -> reason
+
+
+def subtract_months(ts: dt.datetime, months: int) -> dt.datetime:
+    """The same wall-clock instant ``months`` calendar months earlier (day clamped to month length)."""
+    index = ts.year * 12 + (ts.month - 1) - months
+    year, month = divmod(index, 12)
+    day = min(ts.day, calendar.monthrange(year, month + 1)[1])
+    return ts.replace(year=year, month=month + 1, day=day)
+
+
+def cutoffs(settings: RetentionSettings, now: dt.datetime) -> Dict[str, dt.datetime]:
+    """The oldest start time each tier still keeps."""
+    return {
+        "daily": now - dt.timedelta(days=settings.daily_days),
+        "weekly": now - dt.timedelta(weeks=settings.weekly_weeks),
+        "monthly": subtract_months(now, settings.monthly_months),
+    }
+
+
+def plan(backups: Iterable[BackupRef], settings: RetentionSettings, now: dt.datetime) -> RetentionPlan:
+    refs = sorted(backups, key=lambda b: (b.started, b.backup_id))
+    limits = cutoffs(settings, now)
+    newest: Dict[Tuple[str, str], str] = {}
+    for ref in refs:
+        newest[(ref.kind, ref.tier)] = ref.backup_id
+    result = RetentionPlan()
+    for ref in refs:
+        limit = limits[ref.tier]
+        if ref.started >= limit:
+            result.keep[ref.backup_id] = f"{ref.tier} backup within retention (since {limit:%Y-%m-%d %H:%M}Z)"
+        elif newest[(ref.kind, ref.tier)] == ref.backup_id:
+            result.keep[ref.backup_id] = f"newest {ref.kind} {ref.tier} backup (always kept)"
+        else:
+            result.delete[ref.backup_id] = f"{ref.tier} backup older than {_describe(settings, ref.tier)}"
+    return result
+
+
+def _describe(settings: RetentionSettings, tier: str) -> str:
+    return {"daily": f"{settings.daily_days} days", "weekly": f"{settings.weekly_weeks} weeks",
+            "monthly": f"{settings.monthly_months} months"}[tier]
+
+
+def expiry_days(settings: RetentionSettings) -> Dict[str, int]:
+    """Upper bound in days of each tier's retention: what storage lifecycle rules must never undercut."""
+    return {"daily": settings.daily_days, "weekly": settings.weekly_weeks * 7,
+            "monthly": (settings.monthly_months * 31)}
+
+
+def kept_ids(refs: List[BackupRef], settings: RetentionSettings, now: dt.datetime) -> List[str]:
+    p = plan(refs, settings, now)
+    return [r.backup_id for r in refs if r.backup_id in p.keep]

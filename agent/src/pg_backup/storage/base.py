@@ -1,0 +1,100 @@
+"""The storage interface every backend implements.
+
+Keys are '/'-separated and relative to the backend's root (bucket + prefix, or a directory). Writes
+are atomic: an object is either absent or complete; a failed or interrupted ``put_stream`` leaves
+nothing readable under the key (a leftover multipart upload or temp file at most, which ``prune``
+removes after a grace period).
+"""
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, Iterator, List, Optional
+
+
+@dataclass(frozen=True)
+class PutOptions:
+    """What a backend may attach to an object: S3 uses all of it, the local backend ignores it."""
+
+    storage_class: Optional[str] = None
+    tags: Dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified: dt.datetime
+    storage_class: Optional[str] = None
+    #: For archived storage classes: None (not archived), "archived", "restoring" or "restored".
+    archive_state: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class IncompleteUpload:
+    """Debris of an interrupted write: an unfinished multipart upload or a local temp file."""
+
+    key: str
+    started: dt.datetime
+    upload_id: Optional[str] = None
+
+
+#: Called with (done_units, total_units, message) while waiting on slow storage operations.
+ProgressFn = Callable[[int, int, str], None]
+
+
+class Storage(abc.ABC):
+    """A flat key space of immutable objects."""
+
+    #: Human-readable location for messages (never contains credentials).
+    location: str = ""
+
+    @abc.abstractmethod
+    def put_stream(self, key: str, chunks: Iterable[bytes], options: PutOptions = PutOptions()) -> int:
+        """Store everything ``chunks`` yields under ``key``, atomically and durably. Return the size.
+
+        If the iterator raises, the write is abandoned and the exception propagates."""
+
+    @abc.abstractmethod
+    def put_bytes(self, key: str, data: bytes, options: PutOptions = PutOptions(), *,
+                  overwrite: bool = True) -> None:
+        """Store a small object. With ``overwrite=False`` an existing key raises FileExistsError."""
+
+    @abc.abstractmethod
+    def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """Yield the object's bytes. Raises NotFoundError if absent."""
+
+    def get_bytes(self, key: str) -> bytes:
+        return b"".join(self.iter_chunks(key))
+
+    @abc.abstractmethod
+    def head(self, key: str) -> Optional[ObjectInfo]:
+        """Metadata of one object, or None if it does not exist."""
+
+    def exists(self, key: str) -> bool:
+        return self.head(key) is not None
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, in key order."""
+
+    @abc.abstractmethod
+    def delete(self, keys: List[str]) -> None:
+        """Delete objects; missing keys are not an error."""
+
+    @abc.abstractmethod
+    def list_incomplete(self, prefix: str) -> Iterator[IncompleteUpload]:
+        """Unfinished writes under ``prefix``."""
+
+    @abc.abstractmethod
+    def abort_incomplete(self, upload: IncompleteUpload) -> None:
+        """Remove the debris of one unfinished write."""
+
+    def make_readable(self, keys: List[str], progress: Optional[ProgressFn] = None) -> None:
+        """Ensure archived objects (Glacier, Deep Archive) can be read; a no-op for most backends."""
+
+    @abc.abstractmethod
+    def check(self) -> Dict[str, object]:
+        """Prove the storage is reachable (and for S3, report its region). Raise StorageError if not."""
