@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence
 
 from .config import EncryptionSettings
 from .errors import EncryptionKeyError, IntegrityError, UsageError
+from .pipes import widen
 
 CIPHER = "AES256"
 _BASE = ["--batch", "--no-tty", "--quiet", "--no-greeting", "--no-permission-warning"]
@@ -199,6 +200,8 @@ class GpgProcess:
                                      stdout=popen.get("stdout", subprocess.PIPE),
                                      stderr=subprocess.PIPE, pass_fds=fds)
         os.close(status_w)
+        widen(self.proc.stdin)
+        widen(self.proc.stdout)
         if secret_r is not None:
             os.close(secret_r)
         self.status: List[str] = []

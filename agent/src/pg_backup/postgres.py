@@ -16,6 +16,7 @@ from typing import Dict, List, Optional
 
 from .config import PostgresSettings
 from .errors import PostgresError
+from .pipes import widen
 
 
 def _psycopg():  # type: ignore[no-untyped-def]
@@ -219,6 +220,8 @@ class ClientProcess:
             self.proc = subprocess.Popen(cmd, env=env, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
         except OSError as exc:
             raise PostgresError(f"cannot run {cmd[0]}: {exc.strerror}") from None
+        widen(self.proc.stdout if stdout is not None else None)
+        widen(self.proc.stdin if stdin is not None else None)
         self.stderr_lines: List[str] = []
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
@@ -250,7 +253,10 @@ class ClientProcess:
         if rc != 0:
             errors = [ln for ln in self.stderr_lines if "error" in ln.lower()] or self.stderr_lines
             detail = errors[-1] if errors else f"exit code {rc}"
-            raise PostgresError(f"{self.name} failed for {what}: {detail}")
+            hint = None
+            if "role" in detail and "does not exist" in detail:
+                hint = "restore the roles first with --with-globals, or skip ownership with --no-owner"
+            raise PostgresError(f"{self.name} failed for {what}: {detail}", hint=hint)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
