@@ -193,7 +193,7 @@ def _config_command(args: argparse.Namespace, path: str) -> Result:
         raise UsageError("config needs an action: validate or reference")
     _, problems = config_mod.parse(config_mod.read_file(path))
     if problems:
-        raise ConfigError(f"{path}: {len(problems)} problem(s): " + "; ".join(problems), problems=problems)
+        raise ConfigError(f"{path}: {len(problems)} problem(s)", problems=problems)
     return {"path": path, "valid": True, "problems": [], "_text": [f"{path}: valid"]}
 
 
@@ -218,7 +218,7 @@ def _emit(args: argparse.Namespace, command: str, result: Result, exit_code: int
             sys.stdout.write(line + "\n")
     if error is not None:
         sys.stderr.write(f"pg-backup: error: {error}\n")
-        if isinstance(error, ConfigError) and len(error.problems) > 1 and not as_json:
+        if isinstance(error, ConfigError) and command.startswith("config") and not as_json:
             for problem in error.problems:
                 sys.stderr.write(f"  - {problem}\n")
     elif exit_code and result.get("_error"):

@@ -1,0 +1,82 @@
+# miometry.pg_backup: build and test entry points.
+#   make deps   Debian packages (PostgreSQL, gnupg, zstd, python3-venv), installed only if missing
+#   make venv   .venv from /usr/bin/python3 with requirements/test.txt and the agent (editable)
+#   make test   every test suite; exits non-zero if any fails (pytest's "no tests collected",
+#               exit 5, counts as a failure too: nothing here ignores an exit code)
+#   make demo   backup, list, verify and restore of a demo cluster (scripts/demo.sh)
+#   make clean  remove the venv, stamps and build/test leftovers
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+# Each recipe is one bash script: a failing line fails the target.
+.ONESHELL:
+.DEFAULT_GOAL := test
+
+# The venv must be built from Debian's interpreter: PostgreSQL (archive_command), cron and the
+# tests run the agent as the postgres user, who cannot execute a pyenv Python under /root.
+BASE_PYTHON ?= /usr/bin/python3
+VENV        := .venv
+PY          := $(VENV)/bin/python
+VENV_STAMP  := $(VENV)/.make-venv-stamp
+PIP         := $(PY) -m pip --disable-pip-version-check --no-input
+PYTEST      := $(PY) -m pytest -q -p no:cacheprovider
+# Run as root (CI), clusters and the agent run as this OS user.
+PG_OS_USER  ?= postgres
+
+.PHONY: deps venv test demo clean check-postgres-access
+
+deps:
+	bash scripts/install-deps.sh
+
+venv: deps $(VENV_STAMP) check-postgres-access
+
+# Rebuilt only when the requirements or the agent's packaging change.
+$(VENV_STAMP): requirements/agent.txt requirements/test.txt agent/pyproject.toml | deps
+	@umask 022
+	want=$$($(BASE_PYTHON) -c 'import sys; print(sys.base_prefix)')
+	if [ -x $(PY) ] && [ "$$($(PY) -c 'import sys; print(sys.base_prefix)' 2>/dev/null)" = "$$want" ]; then
+	    echo "venv: reusing $(VENV) ($$want)"
+	else
+	    echo "venv: creating $(VENV) from $(BASE_PYTHON)"
+	    rm -rf $(VENV)
+	    $(BASE_PYTHON) -m venv $(VENV)
+	fi
+	$(PIP) install -q -r requirements/test.txt
+	$(PIP) install -q -e ./agent
+	touch $@
+
+# The postgres user must reach the venv's interpreter and the agent's sources through every
+# parent directory of this checkout.
+check-postgres-access: $(VENV_STAMP)
+	@if [ "$$(id -u)" -ne 0 ]; then exit 0; fi
+	if ! id -u $(PG_OS_USER) >/dev/null 2>&1; then
+	    echo "error: OS user $(PG_OS_USER) does not exist (install postgresql: make deps)" >&2; exit 1
+	fi
+	dir=$(CURDIR)
+	while :; do
+	    if ! runuser -u $(PG_OS_USER) -- test -x "$$dir"; then
+	        echo "error: the $(PG_OS_USER) user cannot traverse $$dir, so it cannot run $(CURDIR)/$(VENV)/bin/pg-backup." >&2
+	        echo "       Fix: chmod o+x $$dir (or check out the repository somewhere world-traversable, e.g. /srv)." >&2
+	        exit 1
+	    fi
+	    [ "$$dir" = / ] && break
+	    dir=$$(dirname "$$dir")
+	done
+	if ! runuser -u $(PG_OS_USER) -- $(CURDIR)/$(PY) -c 'import pg_backup, yaml, zstandard, psycopg' >/dev/null; then
+	    echo "error: the $(PG_OS_USER) user cannot run $(CURDIR)/$(PY) or import the agent:" >&2
+	    runuser -u $(PG_OS_USER) -- $(CURDIR)/$(PY) -c 'import pg_backup, yaml, zstandard, psycopg' >&2 || true
+	    echo "       Check the modes of $(CURDIR)/$(VENV) and $(CURDIR)/agent/src (make clean venv rebuilds with umask 022)." >&2
+	    exit 1
+	fi
+
+# Test suites, one recipe line each; make stops at the first suite that fails.
+test: deps venv
+	$(PYTEST) agent/tests
+
+demo: deps venv
+	bash scripts/demo.sh
+
+clean:
+	rm -rf $(VENV) build dist tests/output .pytest_cache agent/build agent/dist
+	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d -prune -exec rm -rf {} +
+	rm -f .make-*stamp

@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# Demo of the pg-backup agent: backup, list, deep verify and restore of a small database.
+#
+# Without DEMO_PGHOST/DEMO_PGPORT it creates a throw-away PostgreSQL cluster under
+# /tmp/pg-backup-demo (port 54329), stopped and left on disk for inspection at the end.
+# With them it uses that server (as DEMO_PGUSER, default postgres), creating or reusing the
+# database demo_shop and (re)creating demo_restored; only demo_shop is backed up then.
+#
+# Environment: DEMO_DIR (/tmp/pg-backup-demo), DEMO_PORT (54329), DEMO_PGHOST, DEMO_PGPORT,
+# DEMO_PGUSER, DEMO_PGBIN (directory of psql/initdb/pg_ctl; default: newest /usr/lib/postgresql/*/bin).
+# Run from the repository root after 'make venv' (or just: make demo).
+set -euo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+AGENT="$REPO_ROOT/.venv/bin/pg-backup"
+VENV_PY="$REPO_ROOT/.venv/bin/python"
+DEMO_DIR=${DEMO_DIR:-/tmp/pg-backup-demo}
+DEMO_PORT=${DEMO_PORT:-54329}
+PG_OS_USER=postgres
+SOURCE_DB=demo_shop
+TARGET_DB=demo_restored
+
+step() {
+    if [[ -t 1 ]]; then printf '\n\033[1m==> %s\033[0m\n' "$*"; else printf '\n==> %s\n' "$*"; fi
+}
+die() { printf 'demo: error: %s\n' "$*" >&2; exit 1; }
+
+if [[ $(id -u) -ne 0 ]]; then
+    PG_OS_USER=$(id -un)
+fi
+
+# Run a command as the postgres OS user (directly when we are not root), with a clean environment.
+as_pg() {
+    local -a envv=(env -i PATH=/usr/bin:/bin LANG=C.UTF-8 HOME="$DEMO_DIR" TZ=UTC)
+    if [[ $(id -u) -eq 0 ]]; then
+        runuser -u "$PG_OS_USER" -- "${envv[@]}" "$@"
+    else
+        "${envv[@]}" "$@"
+    fi
+}
+
+# --- the CLI must be there --------------------------------------------------------------------
+[[ -x "$AGENT" ]] || die "$AGENT not found: run 'make venv' first"
+if ! as_pg "$AGENT" --help >/dev/null 2>&1; then
+    as_pg "$AGENT" --help >&2 || true
+    die "pg-backup is installed but does not run as $PG_OS_USER (see above): is agent/src/pg_backup/cli.py complete?"
+fi
+
+# --- PostgreSQL binaries ----------------------------------------------------------------------
+PGBIN=${DEMO_PGBIN:-}
+if [[ -z "$PGBIN" ]]; then
+    for dir in $(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V); do
+        PGBIN=$dir
+    done
+fi
+[[ -n "$PGBIN" && -x "$PGBIN/psql" ]] || die "no PostgreSQL binaries found (install postgresql: make deps, or set DEMO_PGBIN)"
+
+OWN_CLUSTER=1
+if [[ -n "${DEMO_PGHOST:-}" || -n "${DEMO_PGPORT:-}" ]]; then
+    OWN_CLUSTER=0
+    PGHOST=${DEMO_PGHOST:-127.0.0.1}
+    PGPORT=${DEMO_PGPORT:-5432}
+    PGUSER=${DEMO_PGUSER:-postgres}
+else
+    PGHOST=127.0.0.1
+    PGPORT=$DEMO_PORT
+    PGUSER=postgres
+fi
+
+psql_demo() {  # psql_demo DBNAME SQL  -> unaligned tuples on stdout
+    as_pg "$PGBIN/psql" -X -A -t -q -v ON_ERROR_STOP=1 -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d "$1" -c "$2"
+}
+
+stop_cluster() {
+    if [[ $OWN_CLUSTER -eq 1 && -f "$DEMO_DIR/data/postmaster.pid" ]]; then
+        step "Stopping the demo cluster (files stay in $DEMO_DIR)"
+        as_pg "$PGBIN/pg_ctl" -D "$DEMO_DIR/data" -m fast -w stop >/dev/null || true
+    fi
+}
+
+# --- demo cluster -----------------------------------------------------------------------------
+if [[ $OWN_CLUSTER -eq 1 ]]; then
+    step "Creating a PostgreSQL cluster in $DEMO_DIR (port $PGPORT, binaries $PGBIN)"
+    case "$DEMO_DIR" in
+        /tmp/?*) ;;
+        *) [[ ! -e "$DEMO_DIR" ]] || die "$DEMO_DIR exists and is outside /tmp: remove it yourself" ;;
+    esac
+    if [[ -f "$DEMO_DIR/data/postmaster.pid" ]]; then
+        as_pg "$PGBIN/pg_ctl" -D "$DEMO_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "$DEMO_DIR"
+    mkdir -p "$DEMO_DIR"
+    chmod 0700 "$DEMO_DIR"
+    if [[ $(id -u) -eq 0 ]]; then
+        chown "$PG_OS_USER:" "$DEMO_DIR"
+    fi
+    locale=C
+    if locale -a 2>/dev/null | tr '[:upper:]' '[:lower:]' | tr -d '-' | grep -qx 'c.utf8'; then
+        locale=C.UTF-8
+    fi
+    (cd / && as_pg "$PGBIN/initdb" -D "$DEMO_DIR/data" --auth=trust -U postgres --encoding=UTF8 \
+        --locale="$locale" --no-sync >/dev/null)
+    {
+        echo "listen_addresses = '127.0.0.1'"
+        echo "port = $PGPORT"
+        echo "unix_socket_directories = '$DEMO_DIR'"
+        echo "fsync = off"
+        echo "shared_buffers = 32MB"
+    } | as_pg tee -a "$DEMO_DIR/data/postgresql.conf" >/dev/null
+    trap stop_cluster EXIT
+    if ! (cd / && as_pg "$PGBIN/pg_ctl" -D "$DEMO_DIR/data" -l "$DEMO_DIR/postgresql.log" -w -t 60 start >/dev/null); then
+        tail -n 20 "$DEMO_DIR/postgresql.log" >&2 || true
+        die "the demo cluster did not start (is port $PGPORT in use? set DEMO_PORT)"
+    fi
+else
+    step "Using PostgreSQL at $PGHOST:$PGPORT as $PGUSER (binaries $PGBIN)"
+    mkdir -p "$DEMO_DIR"
+    chmod 0700 "$DEMO_DIR"
+    if [[ $(id -u) -eq 0 ]]; then
+        chown "$PG_OS_USER:" "$DEMO_DIR"
+    fi
+    psql_demo postgres "SELECT 1" >/dev/null || die "cannot connect to $PGHOST:$PGPORT as $PGUSER"
+fi
+
+# --- sample data ------------------------------------------------------------------------------
+if [[ $(psql_demo postgres "SELECT count(*) FROM pg_database WHERE datname = '$SOURCE_DB'") == 0 ]]; then
+    step "Loading sample data into $SOURCE_DB"
+    psql_demo postgres "CREATE DATABASE $SOURCE_DB"
+    as_pg "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d "$SOURCE_DB" <<'SQL'
+CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, email text NOT NULL);
+INSERT INTO customers SELECT g, 'Customer ' || g, 'c' || g || '@example.com' FROM generate_series(1, 500) g;
+CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id int REFERENCES customers, amount numeric(10,2),
+                     placed_at timestamptz NOT NULL DEFAULT now(), note text);
+INSERT INTO orders (customer_id, amount, placed_at, note)
+SELECT 1 + g % 500, round((random() * 1000)::numeric, 2), now() - g * interval '1 minute', md5(g::text)
+FROM generate_series(1, 5000) g;
+CREATE TABLE "Bestellübersicht 注文" ("Kundé" text, "Anzahl" int);
+INSERT INTO "Bestellübersicht 注文" VALUES ('Zoë', 3), ('Jürgen', 5), ('山田', 7);
+SQL
+else
+    step "Reusing existing database $SOURCE_DB"
+fi
+if [[ $(psql_demo postgres "SELECT count(*) FROM pg_database WHERE datname = '$TARGET_DB'") != 0 ]]; then
+    step "Dropping the previous demo's $TARGET_DB"
+    psql_demo postgres "DROP DATABASE $TARGET_DB"
+fi
+
+# --- configuration ----------------------------------------------------------------------------
+step "Writing the agent configuration $DEMO_DIR/pg-backup.yml"
+as_pg mkdir -p "$DEMO_DIR/repo" "$DEMO_DIR/state"
+if [[ ! -s "$DEMO_DIR/passphrase" ]]; then
+    # shellcheck disable=SC2016 # $1 expands in the inner shell
+    as_pg sh -c 'umask 077 && head -c 32 /dev/urandom | base64 > "$1"' sh "$DEMO_DIR/passphrase"
+fi
+BACKUP_ARGS=(--tier daily)
+if [[ $OWN_CLUSTER -eq 0 ]]; then
+    BACKUP_ARGS+=(--database "$SOURCE_DB")
+fi
+# shellcheck disable=SC2016 # $1 expands in the inner shell
+as_pg sh -c 'umask 077 && cat > "$1"' sh "$DEMO_DIR/pg-backup.yml" <<EOF
+cluster: demo
+postgres:
+  host: "$PGHOST"
+  port: $PGPORT
+  user: "$PGUSER"
+  bin_dir: "$PGBIN"
+repository:
+  type: local
+  path: $DEMO_DIR/repo
+encryption:
+  mode: passphrase
+  passphrase_file: $DEMO_DIR/passphrase
+paths:
+  state_dir: $DEMO_DIR/state
+EOF
+sed 's/^/    /' "$DEMO_DIR/pg-backup.yml"
+
+pgb() { as_pg "$AGENT" --config "$DEMO_DIR/pg-backup.yml" "$@"; }
+json_field() { "$VENV_PY" -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+
+# --- backup, list, verify, restore ------------------------------------------------------------
+step "pg-backup backup ${BACKUP_ARGS[*]}"
+backup_json=$(pgb --json backup "${BACKUP_ARGS[@]}")
+BACKUP_ID=$(json_field backup_id <<<"$backup_json")
+echo "backup id: $BACKUP_ID"
+
+step "pg-backup list"
+pgb list
+
+step "pg-backup verify --all --deep"
+pgb verify --all --deep
+
+step "pg-backup restore $BACKUP_ID --database $SOURCE_DB --target-database $TARGET_DB"
+pgb restore "$BACKUP_ID" --database "$SOURCE_DB" --target-database "$TARGET_DB"
+
+# --- compare ----------------------------------------------------------------------------------
+step "Comparing row counts: $SOURCE_DB vs $TARGET_DB"
+count_rows() {
+    local db=$1 t
+    psql_demo "$db" "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
+                     WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1" |
+    while IFS= read -r t; do
+        printf '%s\t%s\n' "$t" "$(psql_demo "$db" "SELECT count(*) FROM $t")"
+    done
+}
+source_counts=$(count_rows "$SOURCE_DB")
+target_counts=$(count_rows "$TARGET_DB")
+printf '%s\n' "$source_counts" | sed 's/^/    /'
+if [[ -z "$source_counts" || "$source_counts" != "$target_counts" ]]; then
+    echo "restored counts:" >&2
+    printf '%s\n' "$target_counts" | sed 's/^/    /' >&2
+    die "row counts differ between $SOURCE_DB and $TARGET_DB"
+fi
+step "Demo complete: every table of $SOURCE_DB came back with the same row count"
