@@ -4,6 +4,7 @@
 #   make test   every test suite; exits non-zero if any fails (pytest's "no tests collected",
 #               exit 5, counts as a failure too: nothing here ignores an exit code)
 #   make demo   backup, list, verify and restore of a demo cluster (scripts/demo.sh)
+#   make bench  benchmarks with comparison tables (bench/README.md); not part of make test
 #   make clean  remove the venv, stamps and build/test leftovers
 
 SHELL := bash
@@ -23,7 +24,7 @@ PYTEST      := $(PY) -m pytest -q -p no:cacheprovider
 # Run as root (CI), clusters and the agent run as this OS user.
 PG_OS_USER  ?= postgres
 
-.PHONY: deps venv test demo clean check-postgres-access
+.PHONY: deps venv test demo bench clean check-postgres-access
 
 deps:
 	bash scripts/install-deps.sh
@@ -75,6 +76,10 @@ test: deps venv
 
 demo: deps venv
 	bash scripts/demo.sh
+
+# Benchmarks print comparison tables; they are not tests (see bench/README.md). BENCH_ARGS=--quick
+bench: deps venv
+	$(PY) bench/bench_logical.py --agent $(CURDIR)/$(VENV)/bin/pg-backup $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist tests/output .pytest_cache agent/build agent/dist

@@ -41,7 +41,7 @@ def read_secret_file(path: str, what: str) -> str:
 
 def passphrase_fingerprint(passphrase: str) -> str:
     """A stable name for a passphrase that does not reveal it (scrypt, so guessing stays expensive)."""
-    digest = hashlib.scrypt(passphrase.encode(), salt=_FPR_SALT, n=2 ** 15, r=8, p=1, maxmem=2 ** 26, dklen=16)
+    digest = hashlib.scrypt(passphrase.encode(), salt=_FPR_SALT, n=2 ** 14, r=8, p=1, maxmem=2 ** 25, dklen=16)
     return "scrypt:" + digest.hex()
 
 
