@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--tier", required=True, choices=("daily", "weekly", "monthly"))
     b.add_argument("--database", "-d", action="append", default=[], metavar="NAME",
                    help="back up only this database (repeatable)")
+    b.add_argument("--skip-if-standby", action="store_true",
+                   help="exit 0 without a backup when the server is a standby (for schedules on every node)")
 
     ls = sub.add_parser("list", parents=[common], help="list committed backups, oldest first")
     ls.add_argument("--tier", choices=("daily", "weekly", "monthly"))
@@ -76,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parallel pg_restore jobs (spools the decrypted dump into a private directory)")
     r.add_argument("--with-globals", action="store_true", help="first replay roles and tablespaces")
     r.add_argument("--no-owner", action="store_true", help="skip ownership and privileges (pg_restore --no-owner --no-acl)")
+
+    h = sub.add_parser("health", parents=[common], help="evaluate backup health (freshness, failures, size, storage)")
+    h.add_argument("--format", choices=("text", "json", "nagios", "prometheus"), default=None,
+                   help="output format (default text, or json with --json); nagios exits 0/1/2/3")
+    h.add_argument("--max-age-hours", action="append", default=[], metavar="TIER=HOURS",
+                   help="override a freshness threshold, e.g. daily=30 (repeatable)")
 
     pr = sub.add_parser("prune", parents=[common], help="apply retention and remove incomplete backups")
     pr.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
@@ -111,6 +119,10 @@ def _clock() -> Callable[[], dt.datetime]:
 def cmd_backup(ctx: Context, args: argparse.Namespace) -> Result:
     from .backup import run_backup
 
+    if args.skip_if_standby and ctx.pg.server_info().in_recovery:
+        where = f"{ctx.settings.postgres.host}:{ctx.settings.postgres.port}"
+        return {"skipped": True, "reason": "standby", "_result": "skipped",
+                "_text": [f"skipped: the server at {where} is a standby; only the primary backs up"]}
     m = run_backup(ctx, args.tier, args.database)
     return {"backup": m.summary(), "backup_id": m.backup_id, "bytes": m.stored_bytes,
             "_text": [f"backup {m.backup_id} complete: {len(m.databases)} database(s), "
@@ -177,9 +189,50 @@ def cmd_prune(ctx: Context, args: argparse.Namespace) -> Result:
     return res
 
 
+def cmd_health(ctx: Context, args: argparse.Namespace) -> Result:
+    from . import health
+
+    overrides: Dict[str, float] = {}
+    for item in args.max_age_hours:
+        tier, _, hours = item.partition("=")
+        try:
+            if tier not in ("daily", "weekly", "monthly"):
+                raise ValueError
+            overrides[tier] = float(hours)
+        except ValueError:
+            raise UsageError(f"--max-age-hours {item!r}: expected TIER=HOURS with a tier of daily, weekly, monthly") from None
+    probes = health.Probes(last_runs=health.last_runs_from_audit(ctx.settings.audit_log_path))
+    manifests = []
+    try:
+        probes.storage = ctx.storage.check()
+        manifests = ctx.repo.manifests()
+    except PgBackupError as exc:
+        probes.storage_error = exc.message
+    if ctx.settings.repository.type == "s3":
+        probes.configured_region = ctx.settings.repository.s3.region
+    try:
+        st = os.statvfs(ctx.settings.paths.state_dir)
+        probes.disk_free_fraction = st.f_bavail / st.f_blocks if st.f_blocks else None
+    except OSError:
+        pass
+    now = ctx.clock()
+    checks = health.evaluate(manifests, ctx.settings.health, probes, now, overrides)
+    doc = health.document(ctx.cluster, checks)
+    fmt = args.format or ("json" if args.json else "text")
+    result: Result = dict(doc)
+    if fmt == "text":
+        result["_text"] = health.render_text(doc)
+    elif fmt == "nagios":
+        result["_raw"] = health.render_nagios(doc) + "\n"
+        result["_exit"] = health.NAGIOS_CODES[doc["status"]]
+    elif fmt == "prometheus":
+        result["_raw"] = health.render_prometheus(doc, manifests, now)
+    return result
+
+
 COMMANDS: Dict[str, Callable[[Context, argparse.Namespace], Result]] = {
     "backup": cmd_backup, "list": cmd_list, "show": cmd_show, "verify": cmd_verify,
-    "restore": cmd_restore, "prune": cmd_prune,
+    "restore": cmd_restore, "prune": cmd_prune, "health": cmd_health,
 }
 LOCKED = {"backup", "prune"}
 AUDITED = {"backup", "restore", "verify", "prune"}
@@ -202,7 +255,9 @@ def _config_command(args: argparse.Namespace, path: str) -> Result:
 def _emit(args: argparse.Namespace, command: str, result: Result, exit_code: int,
           error: Optional[PgBackupError] = None) -> None:
     as_json = getattr(args, "json", False)
-    if as_json:
+    if "_raw" in result and error is None:
+        sys.stdout.write(result["_raw"])
+    elif as_json:
         doc: Dict[str, Any] = {"schema_version": JSON_SCHEMA_VERSION, "command": command, "ok": exit_code == 0,
                                "exit_code": exit_code}
         doc.update({k: v for k, v in result.items() if not k.startswith("_")})
@@ -221,7 +276,7 @@ def _emit(args: argparse.Namespace, command: str, result: Result, exit_code: int
         if isinstance(error, ConfigError) and command.startswith("config") and not as_json:
             for problem in error.problems:
                 sys.stderr.write(f"  - {problem}\n")
-    elif exit_code and result.get("_error"):
+    elif exit_code and result.get("_error") and "_raw" not in result:
         sys.stderr.write(f"pg-backup: error: {result['_error']}\n")
     sys.stdout.flush()
 
@@ -290,7 +345,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _write_audit(ctx: Context, audit: AuditRecord, result: Result, exit_code: int,
                  error: Optional[PgBackupError]) -> None:
     message = str(error) if error else result.get("_error")
-    record = audit.finish(result="success" if exit_code == 0 else "failure", exit_code=exit_code, error=message,
+    outcome = result.get("_result") or ("success" if exit_code == 0 else "failure")
+    record = audit.finish(result=outcome, exit_code=exit_code, error=message,
                           backup_id=result.get("backup_id"), bytes=result.get("bytes"),
                           restored_into=result.get("target_database"))
     warnings = [write_local(ctx.settings.audit_log_path, record)]

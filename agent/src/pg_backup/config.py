@@ -157,6 +157,25 @@ class BackupSettings:
 
 
 @dataclass
+class TierHoursSettings:
+    daily: int = opt(26, "A daily backup older than this many hours is a warning (twice as old: critical).",
+                     minimum=1, maximum=24 * 400)
+    weekly: int = opt(8 * 24, "A weekly backup older than this many hours is a warning (twice as old: critical).",
+                      minimum=1, maximum=24 * 400)
+    monthly: int = opt(32 * 24, "A monthly backup older than this many hours is a warning (twice as old: "
+                       "critical).", minimum=1, maximum=24 * 800)
+
+
+@dataclass
+class HealthSettings:
+    max_age_hours: TierHoursSettings = section(TierHoursSettings, "Freshness thresholds per tier (missed schedules).")
+    size_change_percent: int = opt(50, "Warn when the newest backup of a tier differs from the median of the "
+                                   "previous ones by more than this.", minimum=1, maximum=1000)
+    min_free_disk_percent: int = opt(10, "Warn when the filesystem of paths.state_dir has less free space.",
+                                     minimum=0, maximum=99)
+
+
+@dataclass
 class PathsSettings:
     state_dir: str = opt("/var/lib/pg-backup", "Local state: locks, the local audit log, the restore spool.")
     audit_log: Optional[str] = opt(None, "Local audit log (JSON lines); default <state_dir>/audit.jsonl.")
@@ -174,6 +193,7 @@ class Settings:
     compression: CompressionSettings = section(CompressionSettings, "zstd compression.")
     retention: RetentionSettings = section(RetentionSettings, "Grandfather-father-son retention.")
     backup: BackupSettings = section(BackupSettings, "What a backup contains.")
+    health: HealthSettings = section(HealthSettings, "Thresholds of 'pg-backup health'.")
     paths: PathsSettings = section(PathsSettings, "Local files of the agent.")
 
     # Derived conveniences, not options.
