@@ -150,3 +150,19 @@ def test_table_and_schema_selective_restore(pg_version, make_cluster, workdir, w
     run_agent(cfg, "restore", backup_id, "--database", "crm", "--target-database", "crm_a", "--table", "a")
     assert cluster.psql("SELECT string_agg(tablename, ',') FROM pg_tables WHERE schemaname = 'public'",
                         dbname="crm_a") == "a"
+
+
+def test_monthly_backup_in_glacier_is_retrieved_by_restore(pg15, s3_server, workdir, write_config, run_agent):
+    pg15.psql("DROP DATABASE IF EXISTS archive; CREATE DATABASE archive")
+    pg15.psql("CREATE TABLE ledger AS SELECT generate_series(1, 500) AS entry", dbname="archive")
+    cfg = write_config(workdir, "cold", cluster=pg15, s3=s3_server,
+                       s3_overrides={"storage_class": {"monthly": "DEEP_ARCHIVE"}, "restore_poll_seconds": 1})
+    backup_id = run_agent(cfg, "backup", "--tier", "monthly", "--database", "archive").data["backup_id"]
+    client = s3_server.client()
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3_server.bucket)["Contents"] if "/backups/" in o["Key"]]
+    classes = {k.rsplit("/", 1)[-1]: client.head_object(Bucket=s3_server.bucket, Key=k).get("StorageClass") for k in keys}
+    assert classes.pop("manifest.json") is None  # the catalog stays readable without retrieval
+    assert set(classes.values()) == {"DEEP_ARCHIVE"}
+    restored = run_agent(cfg, "restore", backup_id, "--database", "archive", "--target-database", "archive_2019")
+    assert "archived objects: 1/1 readable" in restored.stderr  # only the dump it needs
+    assert pg15.psql("SELECT count(*) FROM ledger", dbname="archive_2019") == "500"
