@@ -85,7 +85,8 @@ class S3Settings:
                    "client-side encryption.", choices=("none", "AES256", "aws:kms"))
     sse_kms_key_id: Optional[str] = opt(None, "KMS key id when sse is aws:kms.")
     storage_class: StorageClassSettings = section(StorageClassSettings, "Storage class per backup tier.")
-    part_size_mib: int = opt(16, "Multipart part size; memory use is about part_size x (max_concurrency + 1).",
+    part_size_mib: int = opt(8, "Multipart part size. The agent's memory is about 60 MiB plus 5 x part size at "
+                             "the default concurrency; parts grow only for objects beyond 2,000 parts.",
                              minimum=5, maximum=5120)
     max_concurrency: int = opt(2, "Parts uploaded in parallel.", minimum=1, maximum=16)
     max_attempts: int = opt(10, "Attempts per request, with exponential backoff, before storage counts as unreachable.",

@@ -156,14 +156,18 @@ class S3Storage(Storage):
         base = self.settings.part_size_mib * MIB
         full = self._key(key)
         iterator = iter(chunks)
-        buffer = bytearray()
+        # Chunks are collected in a list and joined once per part: one copy per byte, and a part
+        # may exceed its nominal size by less than one chunk (S3 only sets a lower bound).
+        held: List[bytes] = []
+        held_size = 0
         part_number = 1
         for chunk in iterator:
-            buffer += chunk
-            if len(buffer) >= part_size_for(1, base):
+            held.append(chunk)
+            held_size += len(chunk)
+            if held_size >= part_size_for(1, base):
                 break
         else:
-            data = bytes(buffer)
+            data = b"".join(held)
             with self._errors("writing", key):
                 self.client.put_object(Bucket=self.bucket, Key=full, Body=data, ContentMD5=_md5(data),
                                        **self._put_args(options))
@@ -197,16 +201,21 @@ class S3Storage(Storage):
                 total += len(data)
                 part_number += 1
 
+            def flush() -> None:
+                nonlocal held_size
+                data = b"".join(held)
+                held.clear()  # the chunks go before submit() may wait for a free upload slot
+                held_size = 0
+                submit(data)
+
+            flush()
             for chunk in iterator:
-                buffer += chunk
-                size = part_size_for(part_number, base)
-                while len(buffer) >= size:
-                    submit(bytes(buffer[:size]))
-                    del buffer[:size]
-                    size = part_size_for(part_number, base)
-            if buffer:
-                submit(bytes(buffer))
-                buffer = bytearray()
+                held.append(chunk)
+                held_size += len(chunk)
+                if held_size >= part_size_for(part_number, base):
+                    flush()
+            if held:
+                flush()
             for f in pending:
                 parts.append(f.result())
             parts.sort(key=lambda p: p["PartNumber"])
