@@ -19,8 +19,8 @@ from . import __version__
 from . import config as config_mod
 from .audit import AuditRecord, write_local, write_remote
 from .context import Context
-from .errors import (EXIT_CODES, EXIT_INTEGRITY, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, ConfigError,
-                     IntegrityError, Interrupted, PgBackupError, UsageError)
+from .errors import (EXIT_CODES, EXIT_INTEGRITY, EXIT_INTERNAL, EXIT_OK, ConfigError, Interrupted,
+                     PgBackupError, UsageError)
 from .lock import ClusterLock
 from .manifest import parse_iso, utcnow
 from .progress import Progress, human_bytes
@@ -153,7 +153,7 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> Result:
         raise UsageError("name one BACKUP_ID or pass --all")
     manifests = ctx.repo.manifests() if args.all else [ctx.repo.load_manifest(args.backup_id)]
     reports = [verify_backup(ctx, m, deep=args.deep) for m in manifests]
-    bad = [f"{r['backup_id']}/{o['object']}: {o['error']}" for r in reports for o in r["objects"] if not o["ok"]]
+    bad = [o["error"] for r in reports for o in r["objects"] if not o["ok"]]
     lines = [f"{r['backup_id']}: {'OK' if r['ok'] else 'FAILED'} ({len(r['objects'])} object(s)"
              f"{', deep' if args.deep else ''})" for r in reports]
     if not reports:

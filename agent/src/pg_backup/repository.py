@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional
 
 from .errors import IntegrityError, NotFoundError
-from .manifest import MANIFEST_NAME, Manifest, is_backup_id
+from .manifest import MANIFEST_NAME, Manifest
 from .storage.base import IncompleteUpload, ObjectInfo, PutOptions, Storage
 
 
