@@ -1,6 +1,7 @@
 # miometry.pg_backup: build and test entry points.
 #   make deps   Debian packages (PostgreSQL, gnupg, zstd, python3-venv), installed only if missing
-#   make venv   .venv from /usr/bin/python3 with requirements/test.txt and the agent (editable)
+#   make venv   .venv from /usr/bin/python3 with requirements/ansible.txt (which includes test.txt)
+#               and the agent (editable)
 #   make test   every test suite; exits non-zero if any fails (pytest's "no tests collected",
 #               exit 5, counts as a failure too: nothing here ignores an exit code)
 #   make demo   backup, list, verify and restore of a demo cluster (scripts/demo.sh)
@@ -24,7 +25,7 @@ PYTEST      := $(PY) -m pytest -q -p no:cacheprovider
 # Run as root (CI), clusters and the agent run as this OS user.
 PG_OS_USER  ?= postgres
 
-.PHONY: deps venv test demo bench clean check-postgres-access
+.PHONY: deps venv test demo bench clean check-postgres-access ansible-test
 
 deps:
 	bash scripts/install-deps.sh
@@ -32,7 +33,7 @@ deps:
 venv: deps $(VENV_STAMP) check-postgres-access
 
 # Rebuilt only when the requirements or the agent's packaging change.
-$(VENV_STAMP): requirements/agent.txt requirements/test.txt agent/pyproject.toml | deps
+$(VENV_STAMP): requirements/agent.txt requirements/test.txt requirements/ansible.txt agent/pyproject.toml | deps
 	@umask 022
 	want=$$($(BASE_PYTHON) -c 'import sys; print(sys.base_prefix)')
 	if [ -x $(PY) ] && [ "$$($(PY) -c 'import sys; print(sys.base_prefix)' 2>/dev/null)" = "$$want" ]; then
@@ -42,7 +43,7 @@ $(VENV_STAMP): requirements/agent.txt requirements/test.txt agent/pyproject.toml
 	    rm -rf $(VENV)
 	    $(BASE_PYTHON) -m venv $(VENV)
 	fi
-	$(PIP) install -q -r requirements/test.txt
+	$(PIP) install -q -r requirements/ansible.txt
 	$(PIP) install -q -e ./agent
 	touch $@
 
@@ -73,9 +74,13 @@ check-postgres-access: $(VENV_STAMP)
 # Test suites, one recipe line each; make stops at the first suite that fails.
 test: deps venv
 	$(PYTEST) agent/tests
+	bash scripts/ansible-test.sh
 
 demo: deps venv
 	bash scripts/demo.sh
+
+ansible-test: deps venv
+	bash scripts/ansible-test.sh
 
 # Benchmarks print comparison tables; they are not tests (see bench/README.md). BENCH_ARGS=--quick
 bench: deps venv
