@@ -103,3 +103,18 @@ def test_failed_producer_leaves_no_object(tmp_path):
         _store(tmp_path, settings, b"partial dump", finish_source=producer_failed)
     leftovers = [p for p in (tmp_path / "repo").rglob("*") if p.is_file()]
     assert leftovers == []
+
+
+def test_public_key_rotation_keeps_old_backups_restorable(tmp_path, keypair):
+    new_pair = make_keypair(str(tmp_path), "rotated")
+    old_writer = EncryptionSettings(mode="public-key", public_key_file=keypair.public_file)
+    storage, _, old_fpr = _store(tmp_path, old_writer, b"written with the old key")
+    new_writer = EncryptionSettings(mode="public-key", public_key_file=new_pair.public_file)
+    with GnuPG(new_writer) as gpg:
+        new_fpr = gpg.encryption_fingerprint()
+    assert new_fpr != old_fpr
+    only_new = EncryptionSettings(mode="public-key", private_key_files=[new_pair.secret_file])
+    with pytest.raises(EncryptionKeyError, match=old_fpr):
+        _read(storage, only_new, old_fpr)
+    both = EncryptionSettings(mode="public-key", private_key_files=[new_pair.secret_file, keypair.secret_file])
+    assert _read(storage, both, old_fpr) == b"written with the old key"
