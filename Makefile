@@ -47,6 +47,14 @@ $(VENV_STAMP): requirements/agent.txt requirements/test.txt requirements/ansible
 	$(PIP) install -q -e ./agent
 	touch $@
 
+# galaxy-importer pins conflict with the collection tooling (attrs): it gets a venv of its own.
+GALAXY_VENV_STAMP := .venv-galaxy/.make-venv-stamp
+$(GALAXY_VENV_STAMP): requirements/galaxy.txt | deps
+	@umask 022
+	$(BASE_PYTHON) -m venv .venv-galaxy
+	.venv-galaxy/bin/pip install -q --disable-pip-version-check --no-input -r requirements/galaxy.txt
+	touch $@
+
 # The postgres user must reach the venv's interpreter and the agent's sources through every
 # parent directory of this checkout.
 check-postgres-access: $(VENV_STAMP)
@@ -72,9 +80,12 @@ check-postgres-access: $(VENV_STAMP)
 	fi
 
 # Test suites, one recipe line each; make stops at the first suite that fails.
-test: deps venv
+test: deps venv $(GALAXY_VENV_STAMP)
 	$(PYTEST) agent/tests
+	$(PYTEST) tests/roles
 	bash scripts/ansible-test.sh
+	bash scripts/lint.sh
+	bash scripts/galaxy-import.sh
 
 demo: deps venv
 	bash scripts/demo.sh
@@ -87,6 +98,6 @@ bench: deps venv
 	$(PY) bench/bench_logical.py --agent $(CURDIR)/$(VENV)/bin/pg-backup $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build dist tests/output .pytest_cache agent/build agent/dist
+	rm -rf $(VENV) .venv-galaxy build dist tests/output .pytest_cache agent/build agent/dist
 	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d -prune -exec rm -rf {} +
 	rm -f .make-*stamp
