@@ -25,7 +25,7 @@ PYTEST      := $(PY) -m pytest -q -p no:cacheprovider
 # Run as root (CI), clusters and the agent run as this OS user.
 PG_OS_USER  ?= postgres
 
-.PHONY: deps venv test demo bench clean check-postgres-access ansible-test
+.PHONY: deps venv test demo bench clean check-postgres-access ansible-test molecule
 
 deps:
 	bash scripts/install-deps.sh
@@ -86,12 +86,16 @@ test: deps venv $(GALAXY_VENV_STAMP)
 	bash scripts/ansible-test.sh
 	bash scripts/lint.sh
 	bash scripts/galaxy-import.sh
+	VENV=$(CURDIR)/$(VENV) bash scripts/molecule.sh
 
 demo: deps venv
 	bash scripts/demo.sh
 
 ansible-test: deps venv
 	bash scripts/ansible-test.sh
+
+molecule: deps venv
+	VENV=$(CURDIR)/$(VENV) bash scripts/molecule.sh
 
 # Benchmarks print comparison tables; they are not tests (see bench/README.md). BENCH_ARGS=--quick
 bench: deps venv

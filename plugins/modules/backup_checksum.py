@@ -136,8 +136,8 @@ verified:
   returned: success, or failure with exit code 4
   type: int
   sample: 3
-failed:
-  description: Number of backups with at least one failed object.
+failed_count:
+  description: Number of backups with at least one failed object (not C(failed), which Ansible reserves for the task's own outcome).
   returned: success, or failure with exit code 4
   type: int
   sample: 0
@@ -220,7 +220,7 @@ def main():
     results = dict(
         backups=backups,
         verified=document.get('verified', len(backups)),
-        failed=document.get('failed', len([b for b in backups if not b.get('ok')])),
+        failed_count=document.get('failed', len([b for b in backups if not b.get('ok')])),
         failed_objects=failed_objects,
         agent_command=cmd,
     )

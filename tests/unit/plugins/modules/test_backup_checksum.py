@@ -35,7 +35,7 @@ def test_verifies_all_backups_deeply(run_module, fake_agent):
     assert out.result['changed'] is False
     assert fake_agent.argv() == ['--config', CONFIG, '--json', 'verify', '--all', '--deep']
     assert out.result['verified'] == 2
-    assert out.result['failed'] == 0
+    assert out.result['failed_count'] == 0
     assert out.result['failed_objects'] == []
     first = out.result['backups'][0]['objects'][0]
     assert first == dict(object='db-0001-app.dump.zst.gpg', size=10, sha256='ab' * 32, ok=True, error=None)
@@ -64,7 +64,7 @@ def test_integrity_failure_fails_naming_the_first_object_and_keeps_every_result(
     assert out.result['failed_objects'] == ['%s/db-0001-app.dump.zst.gpg: sha256 mismatch' % B2,
                                             '%s/db-0002-b.dump.zst.gpg: size 3 differs' % B2]
     assert out.result['verified'] == 2
-    assert out.result['failed'] == 1
+    assert out.result['failed_count'] == 1
     assert [b['ok'] for b in out.result['backups']] == [True, False]
     assert out.result['backups'][0]['objects'][0]['error'] is None
 
