@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Demo of the pg-backup agent: backup, list, deep verify and restore of a small database.
+# Demo of miometry.pg_backup: the collection's site.yml sets up localhost (agent, configuration,
+# monitoring output), backup.yml takes a backup, verify.yml checks it deeply, the agent restores it
+# into a scratch database, and health.yml prints the health table.
 #
 # Without DEMO_PGHOST/DEMO_PGPORT it creates a throw-away PostgreSQL cluster under
 # /tmp/pg-backup-demo (port 54329), stopped and left on disk for inspection at the end.
@@ -145,53 +147,75 @@ if [[ $(psql_demo postgres "SELECT count(*) FROM pg_database WHERE datname = '$T
     psql_demo postgres "DROP DATABASE $TARGET_DB"
 fi
 
-# --- configuration ----------------------------------------------------------------------------
-step "Writing the agent configuration $DEMO_DIR/pg-backup.yml"
-as_pg mkdir -p "$DEMO_DIR/repo" "$DEMO_DIR/state"
+# --- the collection sets the host up --------------------------------------------------------------
+# The same playbooks operators run against a fleet, here on localhost: site.yml installs the agent
+# into its own virtualenv, writes the validated 0600 configuration and the secret file, and sets up
+# monitoring output. Schedules are not installed for a throw-away cluster (schedule_jobs: []).
+step "Writing a local inventory $DEMO_DIR/inventory.yml (localhost, local repository)"
+as_pg mkdir -p "$DEMO_DIR/repo"
 if [[ ! -s "$DEMO_DIR/passphrase" ]]; then
     # shellcheck disable=SC2016 # $1 expands in the inner shell
     as_pg sh -c 'umask 077 && head -c 32 /dev/urandom | base64 > "$1"' sh "$DEMO_DIR/passphrase"
 fi
-BACKUP_ARGS=(--tier daily)
+DATABASES="[]"
 if [[ $OWN_CLUSTER -eq 0 ]]; then
-    BACKUP_ARGS+=(--database "$SOURCE_DB")
+    DATABASES="[$SOURCE_DB]"
 fi
+COLLECTIONS="$DEMO_DIR/collections"
+mkdir -p "$COLLECTIONS/ansible_collections/miometry"
+ln -sfn "$REPO_ROOT" "$COLLECTIONS/ansible_collections/miometry/pg_backup"
 # shellcheck disable=SC2016 # $1 expands in the inner shell
-as_pg sh -c 'umask 077 && cat > "$1"' sh "$DEMO_DIR/pg-backup.yml" <<EOF
-cluster: demo
-postgres:
-  host: "$PGHOST"
-  port: $PGPORT
-  user: "$PGUSER"
-  bin_dir: "$PGBIN"
-repository:
-  type: local
-  path: $DEMO_DIR/repo
-encryption:
-  mode: passphrase
-  passphrase_file: $DEMO_DIR/passphrase
-paths:
-  state_dir: $DEMO_DIR/state
+as_pg sh -c 'umask 077 && cat > "$1"' sh "$DEMO_DIR/inventory.yml" <<EOF
+all:
+  children:
+    pg_backup:
+      hosts:
+        localhost:
+          ansible_connection: local
+          ansible_python_interpreter: $VENV_PY
+          ansible_become_method: ansible.builtin.su
+          agent_venv_dir: $DEMO_DIR/opt
+          agent_python: /usr/bin/python3
+          agent_config_dir: $DEMO_DIR/etc
+          agent_state_dir: $DEMO_DIR/state
+          agent_log_dir: $DEMO_DIR/log
+          schedule_jobs: []
+          monitoring_nrpe_enabled: false
+          monitoring_textfile_dir: $DEMO_DIR/textfile
+          agent_clusters:
+            - name: demo
+              os_user: $PG_OS_USER
+              passphrase: "{{ lookup('ansible.builtin.file', '$DEMO_DIR/passphrase') }}"
+              config:
+                postgres: {host: "$PGHOST", port: $PGPORT, user: "$PGUSER", bin_dir: "$PGBIN"}
+                repository: {type: local, path: $DEMO_DIR/repo}
+                encryption: {mode: passphrase}
+                backup: {databases: $DATABASES}
 EOF
-sed 's/^/    /' "$DEMO_DIR/pg-backup.yml"
+playbook() {
+    local name=$1
+    shift
+    step "ansible-playbook miometry.pg_backup.$name $*"
+    ANSIBLE_COLLECTIONS_PATH="$COLLECTIONS" ANSIBLE_NOCOLOR=1 ANSIBLE_HOST_KEY_CHECKING=false \
+        "$REPO_ROOT/.venv/bin/ansible-playbook" -i "$DEMO_DIR/inventory.yml" "$REPO_ROOT/playbooks/$name.yml" "$@"
+}
+playbook site
+AGENT="$DEMO_DIR/opt/bin/pg-backup"
+pgb() { as_pg "$AGENT" --config "$DEMO_DIR/etc/demo.yml" "$@"; }
 
-pgb() { as_pg "$AGENT" --config "$DEMO_DIR/pg-backup.yml" "$@"; }
-json_field() { "$VENV_PY" -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
-
-# --- backup, list, verify, restore ------------------------------------------------------------
-step "pg-backup backup ${BACKUP_ARGS[*]}"
-backup_json=$(pgb --json backup "${BACKUP_ARGS[@]}")
-BACKUP_ID=$(json_field backup_id <<<"$backup_json")
-echo "backup id: $BACKUP_ID"
+# --- backup, list, verify, restore, health ------------------------------------------------------
+playbook backup -e tier=daily
+BACKUP_ID=$(pgb --json list | "$VENV_PY" -c 'import json, sys; print(json.load(sys.stdin)["backups"][-1]["backup_id"])')
 
 step "pg-backup list"
 pgb list
 
-step "pg-backup verify --all --deep"
-pgb verify --all --deep
+playbook verify -e verify_deep=true
 
 step "pg-backup restore $BACKUP_ID --database $SOURCE_DB --target-database $TARGET_DB"
 pgb restore "$BACKUP_ID" --database "$SOURCE_DB" --target-database "$TARGET_DB"
+
+playbook health
 
 # --- compare ----------------------------------------------------------------------------------
 step "Comparing row counts: $SOURCE_DB vs $TARGET_DB"
