@@ -82,7 +82,7 @@ check-postgres-access: $(VENV_STAMP)
 # Test suites, one recipe line each; make stops at the first suite that fails.
 test: deps venv $(GALAXY_VENV_STAMP)
 	$(PYTEST) agent/tests
-	$(PYTEST) tests/roles
+	$(PYTEST) tests/roles tests/integration_moto
 	bash scripts/ansible-test.sh
 	bash scripts/lint.sh
 	bash scripts/galaxy-import.sh
