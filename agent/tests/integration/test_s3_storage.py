@@ -98,3 +98,75 @@ def test_part_size_grows_so_10000_parts_are_never_exceeded():
     assert part_size_for(2001, base) == 2 * base
     assert max(part_size_for(n, base) for n in range(1, 10001)) == 5 << 30
     assert sum(part_size_for(n, base) for n in range(1, 10001)) > 5 * (1 << 40)
+
+
+def test_small_stream_is_one_put_with_options_applied(s3_server):
+    settings = S3Settings(bucket=s3_server.bucket, endpoint_url=s3_server.endpoint_url, region=s3_server.region,
+                          force_path_style=True, credentials_file=str(s3_server.credentials_file), part_size_mib=5,
+                          sse="AES256")
+    storage = S3Storage(settings, "prefix")
+    data = os.urandom(3 * 1024 * 1024)
+    assert storage.put_stream("c/one", [data[:1000], data[1000:]],
+                              PutOptions(tags={"tier": "daily", "cluster": "main db"})) == len(data)
+    client = s3_server.client()
+    head = client.head_object(Bucket=s3_server.bucket, Key="prefix/c/one")
+    assert "-" not in head["ETag"]  # a plain PUT, not a one-part multipart upload
+    assert head.get("StorageClass", "STANDARD") == "STANDARD"
+    assert head["ServerSideEncryption"] == "AES256"
+    tags = client.get_object_tagging(Bucket=s3_server.bucket, Key="prefix/c/one")["TagSet"]
+    assert {t["Key"]: t["Value"] for t in tags} == {"tier": "daily", "cluster": "main db"}
+    assert storage.get_bytes("c/one") == data
+    assert list(storage.iter_chunks("c/one", chunk_size=1 << 20))[0] == data[:1 << 20]
+
+
+def test_head_list_and_delete(storage):
+    for key in ("c/b/2", "c/a/1", "c/b/1", "other/x"):
+        storage.put_bytes(key, key.encode(), PutOptions(storage_class="STANDARD_IA" if key == "c/a/1" else None))
+    info = storage.head("c/a/1")
+    assert (info.key, info.size, info.storage_class, info.archive_state) == ("c/a/1", 5, "STANDARD_IA", None)
+    assert info.modified.tzinfo is not None
+    assert storage.head("c/none") is None and not storage.exists("c/none")
+    listed = list(storage.list("c/"))
+    assert [o.key for o in listed] == ["c/a/1", "c/b/1", "c/b/2"]
+    assert [o.storage_class for o in listed] == ["STANDARD_IA", "STANDARD", "STANDARD"]
+    storage.delete([o.key for o in listed])
+    assert list(storage.list("c/")) == [] and storage.exists("other/x")
+    storage.delete([])
+
+
+def test_check_reports_the_buckets_region(s3_server):
+    client = s3_server.client()
+    client.create_bucket(Bucket=s3_server.bucket + "-eu",
+                         CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+    try:
+        storage = S3Storage(S3Settings(bucket=s3_server.bucket + "-eu", endpoint_url=s3_server.endpoint_url,
+                                       region="us-east-1", force_path_style=True,
+                                       credentials_file=str(s3_server.credentials_file)), "")
+        result = storage.check()
+        assert result["reachable"] is True and result["bucket"] == s3_server.bucket + "-eu"
+        assert (result["region"], result["configured_region"]) == ("eu-central-1", "us-east-1")
+    finally:
+        client.delete_bucket(Bucket=s3_server.bucket + "-eu")
+
+
+def test_server_dying_mid_upload_is_a_storage_error_and_nothing_is_completed(s3_server):
+    settings = S3Settings(bucket=s3_server.bucket, endpoint_url=s3_server.endpoint_url, region=s3_server.region,
+                          force_path_style=True, credentials_file=str(s3_server.credentials_file), part_size_mib=5,
+                          max_concurrency=1, max_attempts=1, connect_timeout=1, read_timeout=5)
+    storage = S3Storage(settings, "prefix")
+    completed = []
+    storage.client.meta.events.register("before-call.s3.CompleteMultipartUpload",
+                                        lambda **kw: completed.append(kw))
+    part = os.urandom(5 * 1024 * 1024)
+
+    def chunks():
+        yield part  # the first part goes up while the producer carries on
+        s3_server.stop()
+        yield part
+        yield part
+
+    with pytest.raises(StorageError, match="unreachable"):
+        storage.put_stream("c/backups/d/obj", chunks())
+    assert completed == []
+    s3_server.start()  # a fresh server (moto keeps nothing): the key must be absent there too
+    assert storage.head("c/backups/d/obj") is None

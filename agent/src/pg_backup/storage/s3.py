@@ -89,7 +89,7 @@ class S3Storage(Storage):
             session = boto3.session.Session(**session_args)
         config = Config(
             region_name=s.region or None,
-            retries={"max_attempts": s.max_attempts, "mode": "standard"},
+            retries={"total_max_attempts": s.max_attempts, "mode": "standard"},  # attempts, not retries
             connect_timeout=s.connect_timeout, read_timeout=s.read_timeout,
             s3={"addressing_style": "path" if s.force_path_style else "auto"},
             request_checksum_calculation="when_required", response_checksum_validation="when_required",
