@@ -139,17 +139,17 @@ class GnuPG:
         return fprs + self.secret_fingerprints()
 
     # -- processes -----------------------------------------------------------------------------
-    def start_encrypt(self, **popen: object) -> "GpgProcess":
+    def start_encrypt(self) -> "GpgProcess":
         """A gpg process encrypting its stdin to its stdout with the key for new backups."""
         common = ["--compress-algo", "none", "--cipher-algo", CIPHER, "--output", "-"]
         if self.settings.mode == "passphrase":
             return GpgProcess(self._cmd(), ["--pinentry-mode", "loopback", "--no-symkey-cache", "--symmetric",
                                             "--s2k-cipher-algo", CIPHER, "--s2k-digest-algo", "SHA512",
                                             "--s2k-mode", "3", "--s2k-count", "65011712", *common],
-                              self._new_passphrase(), popen)
+                              self._new_passphrase())
         self.encryption_fingerprint()
         return GpgProcess(self._cmd(), ["--trust-model", "always", "--recipient-file",
-                                        self.settings.public_key_file or "", "--encrypt", *common], None, popen)
+                                        self.settings.public_key_file or "", "--encrypt", *common], None)
 
     def require_key(self, fingerprint: str, what: str) -> Optional[str]:
         """Check a configured key can decrypt what ``fingerprint`` names, before any work starts.
@@ -170,18 +170,18 @@ class GnuPG:
             return read_secret_file(self.settings.private_key_passphrase_file, "private key passphrase file")
         return None
 
-    def start_decrypt(self, fingerprint: str, what: str, **popen: object) -> "GpgProcess":
+    def start_decrypt(self, fingerprint: str, what: str) -> "GpgProcess":
         """A gpg process decrypting its stdin to its stdout."""
         secret = self.require_key(fingerprint, what)
         return GpgProcess(self._cmd(), ["--pinentry-mode", "loopback", "--no-symkey-cache", "--decrypt",
-                                        "--output", "-"], secret, popen, decrypt=True)
+                                        "--output", "-"], secret, decrypt=True)
 
 
 class GpgProcess:
     """A running gpg whose stdin/stdout carry the data; status and stderr are collected aside."""
 
     def __init__(self, prefix: Sequence[str], rest: Sequence[str], secret: Optional[str],
-                 popen: Dict[str, object], decrypt: bool = False):
+                 decrypt: bool = False):
         self.decrypt = decrypt
         status_r, status_w = os.pipe()
         fds = [status_w]
@@ -196,8 +196,7 @@ class GpgProcess:
             fds.append(secret_r)
             args += ["--passphrase-fd", str(secret_r)]
         args += list(rest)
-        self.proc = subprocess.Popen(args, stdin=popen.get("stdin", subprocess.PIPE),
-                                     stdout=popen.get("stdout", subprocess.PIPE),
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, pass_fds=fds)
         os.close(status_w)
         widen(self.proc.stdin)

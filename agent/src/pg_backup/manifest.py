@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -16,9 +15,6 @@ from .errors import IntegrityError
 
 MANIFEST_SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-_ID_RE = re.compile(r"^(\d{8}T\d{6}Z)-(logical|physical)-(daily|weekly|monthly)(?:-(\d+))?$")
-
-
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -35,10 +31,6 @@ def make_backup_id(started: dt.datetime, kind: str, tier: str, sequence: int = 0
     """Sortable, human-readable ids: 20261125T020000Z-logical-daily (a -N suffix on a clash)."""
     base = f"{started.astimezone(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{kind}-{tier}"
     return f"{base}-{sequence}" if sequence else base
-
-
-def is_backup_id(text: str) -> bool:
-    return bool(_ID_RE.match(text))
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, Tuple
 
 from .config import RetentionSettings
 
@@ -74,8 +74,3 @@ def expiry_days(settings: RetentionSettings) -> Dict[str, int]:
     """Upper bound in days of each tier's retention: what storage lifecycle rules must never undercut."""
     return {"daily": settings.daily_days, "weekly": settings.weekly_weeks * 7,
             "monthly": (settings.monthly_months * 31)}
-
-
-def kept_ids(refs: List[BackupRef], settings: RetentionSettings, now: dt.datetime) -> List[str]:
-    p = plan(refs, settings, now)
-    return [r.backup_id for r in refs if r.backup_id in p.keep]

@@ -243,25 +243,22 @@ class S3Storage(Storage):
             with self._errors("writing", key):
                 self.client.put_object(**args)
             return
-        try:
-            with self._errors("writing", key):
-                try:
-                    self.client.put_object(IfNoneMatch="*", **args)
-                    return
-                except ClientError as exc:
-                    code = exc.response.get("Error", {}).get("Code", "")
-                    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-                    if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
-                        raise FileExistsError(key) from None
-                    if code not in ("NotImplemented", "InvalidArgument", "InvalidRequest") and status != 501:
-                        raise
-            # The store does not support conditional writes: check, then write.
-            if self.head(key) is not None:
-                raise FileExistsError(key)
-            with self._errors("writing", key):
-                self.client.put_object(**args)
-        except FileExistsError:
-            raise
+        with self._errors("writing", key):
+            try:
+                self.client.put_object(IfNoneMatch="*", **args)
+                return
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
+                    raise FileExistsError(key) from None
+                if code not in ("NotImplemented", "InvalidArgument", "InvalidRequest") and status != 501:
+                    raise
+        # The store does not support conditional writes: check, then write.
+        if self.head(key) is not None:
+            raise FileExistsError(key)
+        with self._errors("writing", key):
+            self.client.put_object(**args)
 
     # -- reads ---------------------------------------------------------------------------------
     def iter_chunks(self, key: str, chunk_size: int = MIB) -> Iterator[bytes]:
