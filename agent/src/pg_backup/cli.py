@@ -48,8 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"pg-backup {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    b = sub.add_parser("backup", parents=[common], help="take a logical backup of every (or the named) database")
-    b.add_argument("--tier", required=True, choices=("daily", "weekly", "monthly"))
+    b = sub.add_parser("backup", parents=[common],
+                       help="take a logical backup of every (or the named) database, or a physical base backup")
+    b.add_argument("--tier", choices=("daily", "weekly", "monthly"),
+                   help="retention tier (required for logical backups; physical backups default to daily)")
+    b.add_argument("--physical", action="store_true",
+                   help="take a physical base backup (pg_basebackup) for point-in-time recovery")
     b.add_argument("--database", "-d", action="append", default=[], metavar="NAME",
                    help="back up only this database (repeatable)")
     b.add_argument("--skip-if-standby", action="store_true",
@@ -64,7 +68,47 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", parents=[common], help="re-hash stored objects against their manifests")
     v.add_argument("backup_id", nargs="?")
     v.add_argument("--all", action="store_true", help="verify every backup")
-    v.add_argument("--deep", action="store_true", help="also decrypt, decompress and read each archive's TOC")
+    v.add_argument("--deep", action="store_true", help="also decrypt, decompress and read each archive's TOC "
+                   "(physical: run pg_verifybackup on an extracted copy)")
+    v.add_argument("--restore", action="store_true",
+                   help="restore into a scratch database or data directory, compare row counts and run the "
+                        "configured checks, then clean up")
+    v.add_argument("--tier", choices=("daily", "weekly", "monthly"), help="with --restore: pick from this tier")
+    v.add_argument("--random", action="store_true", help="with --restore: pick a random backup (of --tier)")
+    v.add_argument("--kind", choices=("logical", "physical"), help="with --restore: pick only this kind")
+
+    wp = sub.add_parser("wal-push", parents=[common],
+                        help="archive_command: store one WAL file durably (exit 0 only once it is durable)")
+    wp.add_argument("path", help="the WAL file (%%p: relative to the data directory)")
+    wf = sub.add_parser("wal-fetch", parents=[common],
+                        help="restore_command: fetch one WAL file (exit 7 at once if the archive lacks it)")
+    wf.add_argument("name", help="the WAL file name (%%f)")
+    wf.add_argument("dest", help="where to write it (%%p)")
+
+    pt = sub.add_parser("pitr", parents=[common],
+                        help="point-in-time recovery: base backup + WAL into a data directory")
+    target = pt.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-time", metavar="T", help="recover up to this time (ISO 8601 with a zone)")
+    target.add_argument("--target-lsn", metavar="L", help="recover up to this WAL location, e.g. 0/3000060")
+    target.add_argument("--target-xid", metavar="X", help="recover up to this transaction id")
+    target.add_argument("--target-name", metavar="N", help="recover up to this named restore point")
+    target.add_argument("--latest", action="store_true", help="recover everything archived")
+    pt.add_argument("--data-dir", required=True, metavar="DIR",
+                    help="data directory to restore into (an existing one is moved aside, never deleted)")
+    pt.add_argument("--port", type=int, metavar="P", help="port the restored server listens on")
+    pt.add_argument("--no-start", action="store_true", help="prepare the data directory but do not start it")
+    pt.add_argument("--backup-id", metavar="ID", help="use this base backup instead of the newest suitable one")
+    pt.add_argument("--exclusive", action="store_true", help="stop just before the target instead of after it")
+    pt.add_argument("--keep-archiving", action="store_true",
+                    help="leave archive_command as restored (for replacing production); default turns archiving "
+                         "off so a scratch restore never archives into the production prefix")
+
+    dr = sub.add_parser("drill", parents=[common],
+                        help="disaster-recovery drill: restore the latest state on a scratch port, check it, "
+                             "measure RTO and RPO, write a report")
+    dr.add_argument("--data-dir", metavar="DIR", help="scratch data directory (default under verify.scratch_dir)")
+    dr.add_argument("--port", type=int, metavar="P", help="scratch port (default drill.port)")
+    dr.add_argument("--keep", action="store_true", help="leave the restored server running for inspection")
 
     r = sub.add_parser("restore", parents=[common], help="restore one database of a logical backup")
     r.add_argument("backup_id")
@@ -117,12 +161,23 @@ def _clock() -> Callable[[], dt.datetime]:
 
 
 def cmd_backup(ctx: Context, args: argparse.Namespace) -> Result:
-    from .backup import run_backup
-
     if args.skip_if_standby and ctx.pg.server_info().in_recovery:
         where = f"{ctx.settings.postgres.host}:{ctx.settings.postgres.port}"
         return {"skipped": True, "reason": "standby", "_result": "skipped",
                 "_text": [f"skipped: the server at {where} is a standby; only the primary backs up"]}
+    if args.physical:
+        from .physical import run_physical_backup
+
+        if args.database:
+            raise UsageError("--database applies to logical backups; a physical backup holds the whole cluster")
+        m = run_physical_backup(ctx, args.tier or "daily")
+        return {"backup": m.summary(), "backup_id": m.backup_id, "bytes": m.stored_bytes,
+                "_text": [f"backup {m.backup_id} complete: physical, {human_bytes(m.raw_bytes)} read, "
+                          f"{human_bytes(m.stored_bytes)} stored, WAL {m.start_wal} .. {m.stop_wal}"]}
+    from .backup import run_backup
+
+    if not args.tier:
+        raise UsageError("backup needs --tier daily, weekly or monthly (or --physical)")
     m = run_backup(ctx, args.tier, args.database)
     return {"backup": m.summary(), "backup_id": m.backup_id, "bytes": m.stored_bytes,
             "_text": [f"backup {m.backup_id} complete: {len(m.databases)} database(s), "
@@ -149,6 +204,12 @@ def cmd_show(ctx: Context, args: argparse.Namespace) -> Result:
 def cmd_verify(ctx: Context, args: argparse.Namespace) -> Result:
     from .verify import verify_backup
 
+    if args.restore:
+        from .verify_restore import run_verify_restore
+
+        return run_verify_restore(ctx, args.backup_id, tier=args.tier, random_pick=args.random, kind=args.kind)
+    if args.tier or args.random or args.kind:
+        raise UsageError("--tier, --random and --kind select a backup for --restore")
     if bool(args.all) == bool(args.backup_id):
         raise UsageError("name one BACKUP_ID or pass --all")
     manifests = ctx.repo.manifests() if args.all else [ctx.repo.load_manifest(args.backup_id)]
@@ -230,12 +291,37 @@ def cmd_health(ctx: Context, args: argparse.Namespace) -> Result:
     return result
 
 
+def cmd_wal_push(ctx: Context, args: argparse.Namespace) -> Result:
+    from .wal import wal_push
+
+    return wal_push(ctx, args.path)
+
+
+def cmd_wal_fetch(ctx: Context, args: argparse.Namespace) -> Result:
+    from .wal import wal_fetch
+
+    return wal_fetch(ctx, args.name, args.dest)
+
+
+def cmd_pitr(ctx: Context, args: argparse.Namespace) -> Result:
+    from .pitr import run_pitr
+
+    return run_pitr(ctx, args)
+
+
+def cmd_drill(ctx: Context, args: argparse.Namespace) -> Result:
+    from .drill import run_drill
+
+    return run_drill(ctx, args)
+
+
 COMMANDS: Dict[str, Callable[[Context, argparse.Namespace], Result]] = {
     "backup": cmd_backup, "list": cmd_list, "show": cmd_show, "verify": cmd_verify,
     "restore": cmd_restore, "prune": cmd_prune, "health": cmd_health,
+    "wal-push": cmd_wal_push, "wal-fetch": cmd_wal_fetch, "pitr": cmd_pitr, "drill": cmd_drill,
 }
 LOCKED = {"backup", "prune"}
-AUDITED = {"backup", "restore", "verify", "prune"}
+AUDITED = {"backup", "restore", "verify", "prune", "pitr", "drill"}
 
 
 def _config_command(args: argparse.Namespace, path: str) -> Result:

@@ -26,10 +26,12 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 def opt(default: Any, doc: str, *, choices: Tuple[Any, ...] = (), minimum: Optional[int] = None,
         maximum: Optional[int] = None, secret_file: bool = False, pattern: Optional[str] = None,
-        example: Any = None) -> Any:
-    """Declare one option: its default, its one-line documentation and its constraints."""
+        example: Any = None, item: Optional[type] = None) -> Any:
+    """Declare one option: its default, its one-line documentation and its constraints.
+
+    ``item`` makes a list option a list of mappings, each validated against that dataclass."""
     meta = {"doc": doc, "choices": choices, "minimum": minimum, "maximum": maximum,
-            "secret_file": secret_file, "pattern": pattern, "example": example}
+            "secret_file": secret_file, "pattern": pattern, "example": example, "item": item}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -158,6 +160,60 @@ class BackupSettings:
 
 
 @dataclass
+class WalSettings:
+    push_parallel: int = opt(4, "Segments one 'wal-push' call stores at once: the one PostgreSQL asked for plus "
+                             "other .ready segments, which later calls then acknowledge at once (never before "
+                             "they are durable).", minimum=1, maximum=64)
+    spool_dir: Optional[str] = opt(None, "Private directory (0700) where wal-push remembers segments already "
+                                   "stored and wal-fetch keeps prefetched ones; default <state_dir>/wal-spool.")
+    fetch_prefetch: int = opt(4, "Segments 'wal-fetch' downloads ahead during recovery; 0 turns prefetch off.",
+                              minimum=0, maximum=64)
+    archive_timeout_seconds: int = opt(60, "PostgreSQL archive_timeout (set by the wal_archiving role from the RPO "
+                                       "target); health warns when the newest archived WAL is older than "
+                                       "health.wal_age_factor times this.", minimum=1, maximum=3600)
+
+
+@dataclass
+class PhysicalSettings:
+    checkpoint: str = opt("spread", "Checkpoint mode of base backups: spread (gentle on a busy primary) or fast "
+                          "(start at once).", choices=("spread", "fast"))
+    max_rate_kib: int = opt(0, "Throttle base backups to this many KiB/s (pg_basebackup --max-rate); 0 means "
+                            "unthrottled.", minimum=0, maximum=1 << 30)
+
+
+@dataclass
+class VerifyCheck:
+    name: str = opt("", "Name of the check in reports.")
+    database: str = opt("postgres", "Database the query runs in.")
+    sql: str = opt("", "A query returning one value (one row, one column).")
+    expect: str = opt("> 0", "Expectation on the value: an operator (=, !=, >, >=, <, <=) and a number or "
+                      "quoted string, e.g. '> 0' or \"= 'ok'\".")
+
+
+@dataclass
+class VerifySettings:
+    checks: List[VerifyCheck] = opt([], "Checks run after every restore verification and drill, each "
+                                    "{name, database, sql, expect}, e.g. the seed's SELECT COUNT(*) FROM "
+                                    "domain_events with expect '> 0'.", item=VerifyCheck)
+    scratch_port: int = opt(55433, "Port of the scratch server 'verify --restore' starts for physical backups "
+                            "(loopback only, archiving off).", minimum=1024, maximum=65535)
+    scratch_dir: Optional[str] = opt(None, "Directory for scratch data directories of verifications and drills; "
+                                     "default <state_dir>/scratch.")
+    keep_failed: bool = opt(False, "Keep the scratch database or data directory of a failed verification for "
+                            "inspection instead of removing it.")
+
+
+@dataclass
+class DrillSettings:
+    rto_target_minutes: int = opt(240, "Recovery time objective: a drill slower than this fails.",
+                                  minimum=1, maximum=7 * 24 * 60)
+    rpo_target_minutes: int = opt(60, "Recovery point objective: a drill losing more than this much time of "
+                                  "commits fails.", minimum=1, maximum=7 * 24 * 60)
+    port: int = opt(55434, "Port of the scratch server a drill restores into (loopback only).",
+                    minimum=1024, maximum=65535)
+
+
+@dataclass
 class TierHoursSettings:
     daily: int = opt(26, "A daily backup older than this many hours is a warning (twice as old: critical).",
                      minimum=1, maximum=24 * 400)
@@ -174,6 +230,12 @@ class HealthSettings:
                                    "previous ones by more than this.", minimum=1, maximum=1000)
     min_free_disk_percent: int = opt(10, "Warn when the filesystem of paths.state_dir has less free space.",
                                      minimum=0, maximum=99)
+    wal_age_factor: int = opt(5, "Warn when the newest archived WAL is older than this many times "
+                              "wal.archive_timeout_seconds (critical beyond drill.rpo_target_minutes).",
+                              minimum=1, maximum=1000)
+    restore_verification_max_age_days: int = opt(35, "Warn when the last successful restore verification is "
+                                                 "older than this many days (the seed's monthly restore test).",
+                                                 minimum=1, maximum=3660)
 
 
 @dataclass
@@ -194,6 +256,10 @@ class Settings:
     compression: CompressionSettings = section(CompressionSettings, "zstd compression.")
     retention: RetentionSettings = section(RetentionSettings, "Grandfather-father-son retention.")
     backup: BackupSettings = section(BackupSettings, "What a backup contains.")
+    physical: PhysicalSettings = section(PhysicalSettings, "Physical base backups ('backup --physical').")
+    wal: WalSettings = section(WalSettings, "Continuous WAL archiving ('wal-push', 'wal-fetch').")
+    verify: VerifySettings = section(VerifySettings, "Restore verification ('verify --restore').")
+    drill: DrillSettings = section(DrillSettings, "Disaster-recovery drills ('drill').")
     health: HealthSettings = section(HealthSettings, "Thresholds of 'pg-backup health'.")
     paths: PathsSettings = section(PathsSettings, "Local files of the agent.")
 
@@ -205,6 +271,14 @@ class Settings:
     @property
     def spool_path(self) -> str:
         return self.paths.spool_dir or os.path.join(self.paths.state_dir, "spool")
+
+    @property
+    def wal_spool_path(self) -> str:
+        return self.wal.spool_dir or os.path.join(self.paths.state_dir, "wal-spool")
+
+    @property
+    def scratch_path(self) -> str:
+        return self.verify.scratch_dir or os.path.join(self.paths.state_dir, "scratch")
 
 
 @dataclass(frozen=True)
@@ -311,6 +385,13 @@ def _coerce(value: Any, tp: Any, meta: Any, where: str, problems: List[str], def
             problems.append(f"{where}: {value} is out of range {lo}..{hi}")
             return default
         return value
+    if kind == "list" and meta.get("item") is not None:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            problems.append(f"{where}: must be a list of mappings, got {value!r}")
+            return default
+        return [_build(meta["item"], entry, f"{where}[{i}]", problems) for i, entry in enumerate(value)]
     if kind == "list":
         if value is None:
             return []
@@ -382,6 +463,9 @@ def semantic_problems(s: Settings, *, check_files: bool = True) -> List[str]:
                         "restore-only host)")
     if enc.mode == "passphrase" and not enc.passphrase_file:
         problems.append("encryption.passphrase_file: required in passphrase mode")
+    for i, check in enumerate(s.verify.checks):
+        if not check.name or not check.sql:
+            problems.append(f"verify.checks[{i}]: needs a name and an sql query")
     if check_files:
         for o in iter_options():
             if not o.secret_file:

@@ -83,6 +83,15 @@ class Manifest:
     objects: List[StoredObject] = field(default_factory=list)
     databases: List[DatabaseInfo] = field(default_factory=list)
     pg_dump_version: Optional[str] = None
+    # Physical backups (kind "physical"): where WAL replay must start and may stop, and the WAL
+    # file names that bound the range retention must keep (DESIGN §6).
+    timeline: Optional[int] = None
+    start_lsn: Optional[str] = None
+    stop_lsn: Optional[str] = None
+    start_wal: Optional[str] = None
+    stop_wal: Optional[str] = None
+    wal_segment_size: Optional[int] = None
+    tablespaces: List[Dict[str, Any]] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
     extra: Dict[str, Any] = field(default_factory=dict)
     schema_version: int = MANIFEST_SCHEMA_VERSION
