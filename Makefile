@@ -97,9 +97,15 @@ ansible-test: deps venv
 molecule: deps venv
 	VENV=$(CURDIR)/$(VENV) bash scripts/molecule.sh
 
-# Benchmarks print comparison tables; they are not tests (see bench/README.md). BENCH_ARGS=--quick
+# Benchmarks print comparison tables; they are not tests (see bench/README.md). BENCH_ARGS=--quick,
+# BENCH="wal physical" runs only those. Baselines (pgBackRest) come from Debian packages.
+BENCH ?= logical wal physical drill
 bench: deps venv
-	$(PY) bench/bench_logical.py --agent $(CURDIR)/$(VENV)/bin/pg-backup $(BENCH_ARGS)
+	bash scripts/install-deps.sh pgbackrest
+	for b in $(BENCH); do
+	    [ -f bench/bench_$$b.py ] || { echo "bench: no bench/bench_$$b.py" >&2; exit 1; }
+	    $(PY) bench/bench_$$b.py --agent $(CURDIR)/$(VENV)/bin/pg-backup $(BENCH_ARGS)
+	done
 
 clean:
 	rm -rf $(VENV) .venv-galaxy build dist tests/output .pytest_cache agent/build agent/dist
