@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     wp = sub.add_parser("wal-push", parents=[common],
                         help="archive_command: store one WAL file durably (exit 0 only once it is durable)")
     wp.add_argument("path", help="the WAL file (%%p: relative to the data directory)")
+    wc = sub.add_parser("wal-check", parents=[common],
+                        help="prove archiving works: switch WAL and wait for the segment in the archive")
+    wc.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                    help="give up after this long (default 60)")
     wf = sub.add_parser("wal-fetch", parents=[common],
                         help="restore_command: fetch one WAL file (exit 7 at once if the archive lacks it)")
     wf.add_argument("name", help="the WAL file name (%%f)")
@@ -303,6 +307,12 @@ def cmd_wal_fetch(ctx: Context, args: argparse.Namespace) -> Result:
     return wal_fetch(ctx, args.name, args.dest)
 
 
+def cmd_wal_check(ctx: Context, args: argparse.Namespace) -> Result:
+    from .walcheck import run_wal_check
+
+    return run_wal_check(ctx, timeout=args.timeout)
+
+
 def cmd_pitr(ctx: Context, args: argparse.Namespace) -> Result:
     from .pitr import run_pitr
 
@@ -318,7 +328,7 @@ def cmd_drill(ctx: Context, args: argparse.Namespace) -> Result:
 COMMANDS: Dict[str, Callable[[Context, argparse.Namespace], Result]] = {
     "backup": cmd_backup, "list": cmd_list, "show": cmd_show, "verify": cmd_verify,
     "restore": cmd_restore, "prune": cmd_prune, "health": cmd_health,
-    "wal-push": cmd_wal_push, "wal-fetch": cmd_wal_fetch, "pitr": cmd_pitr, "drill": cmd_drill,
+    "wal-push": cmd_wal_push, "wal-fetch": cmd_wal_fetch, "wal-check": cmd_wal_check, "pitr": cmd_pitr, "drill": cmd_drill,
 }
 LOCKED = {"backup", "prune"}
 AUDITED = {"backup", "restore", "verify", "prune", "pitr", "drill"}
