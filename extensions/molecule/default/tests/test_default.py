@@ -72,6 +72,8 @@ def test_cron_file(host, cluster, config_path):
     for tier in ("daily", "weekly", "monthly"):
         assert f"backup --tier {tier}" in content, content
     assert " prune" in content, content
+    assert "backup --physical --tier daily --skip-if-standby" in content, content
+    assert "verify --restore" in content, content
     assert config_path in content
     assert "--skip-if-standby" in content
     assert " postgres " in content  # each job runs as the cluster's OS user
