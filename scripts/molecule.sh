@@ -3,7 +3,7 @@
 # real PostgreSQL 15 clusters and a moto_server S3 endpoint on loopback. Run as root on a throw-away
 # machine (the agent is installed to /opt/pg-backup, cron files go to /etc/cron.d).
 #
-#   scripts/molecule.sh                 # default, then fleet
+#   scripts/molecule.sh                 # default, fleet, then pitr
 #   scripts/molecule.sh fleet           # only the named scenario(s)
 #
 # Exits non-zero when any scenario fails (Molecule's exit code is the gate: a failed idempotence step
@@ -31,7 +31,7 @@ export PATH="$VENV/bin:$PATH"
 cd "$ROOT"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(default fleet)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(default fleet pitr)
 
 failed=()
 for s in "${scenarios[@]}"; do
