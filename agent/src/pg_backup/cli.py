@@ -211,6 +211,9 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> Result:
     if args.restore:
         from .verify_restore import run_verify_restore
 
+        if args.all or args.deep:
+            raise UsageError("--restore verifies one backup (named, or chosen with --tier/--random/--kind); "
+                             "it always reads everything, so --all and --deep do not apply")
         return run_verify_restore(ctx, args.backup_id, tier=args.tier, random_pick=args.random, kind=args.kind)
     if args.tier or args.random or args.kind:
         raise UsageError("--tier, --random and --kind select a backup for --restore")

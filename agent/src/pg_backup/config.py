@@ -186,8 +186,9 @@ class VerifyCheck:
     name: str = opt("", "Name of the check in reports.")
     database: str = opt("postgres", "Database the query runs in.")
     sql: str = opt("", "A query returning one value (one row, one column).")
-    expect: str = opt("> 0", "Expectation on the value: an operator (=, !=, >, >=, <, <=) and a number or "
-                      "quoted string, e.g. '> 0' or \"= 'ok'\".")
+    expect: str = opt("> 0", "Expectation on the value: an operator (=, !=, >, >=, <, <=) and a number, a "
+                      "'quoted string' or true/false, or 'is null' / 'is not null', e.g. '> 0' or \"= 'ok'\". "
+                      "A NULL or a value of another kind never holds.")
 
 
 @dataclass
@@ -463,9 +464,17 @@ def semantic_problems(s: Settings, *, check_files: bool = True) -> List[str]:
                         "restore-only host)")
     if enc.mode == "passphrase" and not enc.passphrase_file:
         problems.append("encryption.passphrase_file: required in passphrase mode")
+    from .verify_checks import ExpectationError, parse_expectation
+
     for i, check in enumerate(s.verify.checks):
         if not check.name or not check.sql:
             problems.append(f"verify.checks[{i}]: needs a name and an sql query")
+        try:
+            parse_expectation(check.expect)
+        except ExpectationError as exc:
+            problems.append(f"verify.checks[{i}].expect: {exc}")
+    if len({c.name for c in s.verify.checks}) != len(s.verify.checks):
+        problems.append("verify.checks: check names must be unique (they name the results in reports)")
     if check_files:
         for o in iter_options():
             if not o.secret_file:
