@@ -269,22 +269,11 @@ def cmd_health(ctx: Context, args: argparse.Namespace) -> Result:
             overrides[tier] = float(hours)
         except ValueError:
             raise UsageError(f"--max-age-hours {item!r}: expected TIER=HOURS with a tier of daily, weekly, monthly") from None
-    probes = health.Probes(last_runs=health.last_runs_from_audit(ctx.settings.audit_log_path))
-    manifests = []
-    try:
-        probes.storage = ctx.storage.check()
-        manifests = ctx.repo.manifests()
-    except PgBackupError as exc:
-        probes.storage_error = exc.message
-    if ctx.settings.repository.type == "s3":
-        probes.configured_region = ctx.settings.repository.s3.region
-    try:
-        st = os.statvfs(ctx.settings.paths.state_dir)
-        probes.disk_free_fraction = st.f_bavail / st.f_blocks if st.f_blocks else None
-    except OSError:
-        pass
+    manifests, probes = health.gather(ctx)
     now = ctx.clock()
-    checks = health.evaluate(manifests, ctx.settings.health, probes, now, overrides)
+    checks = health.evaluate(manifests, ctx.settings.health, probes, now, overrides,
+                             archive_timeout_seconds=ctx.settings.wal.archive_timeout_seconds,
+                             rpo_target_minutes=ctx.settings.drill.rpo_target_minutes)
     doc = health.document(ctx.cluster, checks)
     fmt = args.format or ("json" if args.json else "text")
     result: Result = dict(doc)
@@ -294,7 +283,7 @@ def cmd_health(ctx: Context, args: argparse.Namespace) -> Result:
         result["_raw"] = health.render_nagios(doc) + "\n"
         result["_exit"] = health.NAGIOS_CODES[doc["status"]]
     elif fmt == "prometheus":
-        result["_raw"] = health.render_prometheus(doc, manifests, now)
+        result["_raw"] = health.render_prometheus(doc, manifests, now, probes)
     return result
 
 
