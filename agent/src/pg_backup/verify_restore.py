@@ -368,7 +368,7 @@ def outcome_document(outcome: Outcome, started: dt.datetime, finished: dt.dateti
         "passed": outcome.passed, "result": "passed" if outcome.passed else "failed",
         "started_at": iso(started), "finished_at": iso(finished), "duration_seconds": round(seconds, 3),
         "databases": outcome.databases, "checks": [dataclasses.asdict(c) for c in outcome.checks],
-        "failures": outcome.failures, "error": outcome.error, "notes": outcome.notes, "kept": outcome.kept,
+        "failures": outcome.failures, "restore_error": outcome.error, "notes": outcome.notes, "kept": outcome.kept,
     }
 
 
@@ -392,8 +392,8 @@ def render_text(doc: Dict[str, Any]) -> List[str]:
     if not doc["checks"]:
         lines.append("  no verify.checks configured")
     lines += [f"  failure: {f}" for f in doc["failures"]]
-    if doc["error"]:
-        lines.append(f"  error: {doc['error']}")
+    if doc["restore_error"]:
+        lines.append(f"  error: {doc['restore_error']}")
     lines += [f"  note: {n}" for n in doc["notes"]]
     lines += [f"  kept for inspection: {k}" for k in doc["kept"]]
     if doc.get("record"):
