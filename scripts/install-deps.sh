@@ -4,7 +4,8 @@
 # Usage: scripts/install-deps.sh [extra-package ...]
 set -euo pipefail
 
-packages=(postgresql postgresql-contrib gnupg zstd python3-venv "$@")
+# prometheus: its promtool checks the agent's Prometheus output in the tests (health --format prometheus).
+packages=(postgresql postgresql-contrib gnupg zstd python3-venv prometheus "$@")
 
 is_installed() {
     local status

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import socket
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -36,7 +35,8 @@ from .errors import EXIT_INTEGRITY, PgBackupError
 from .health import lsn_to_int
 from .manifest import iso, parse_iso
 from .storage.base import PutOptions
-from .verify_restore import Outcome, record_verification, run_checks, scratch_postgres
+from .verify_restore import (Outcome, jsonable, record_verification, remove_scratch_server, run_checks,
+                             scratch_postgres)
 
 REPORT_SCHEMA_VERSION = 1
 DRILLS_DIR = "audit/drills/"
@@ -312,9 +312,8 @@ def run_drill(ctx: Context, args: Any) -> Dict[str, Any]:
     except PgBackupError as exc:
         outcome.error, outcome.error_exit_code = str(exc), exc.exit_code
     finally:
-        kept = bool(args.keep) and result is not None
-        if not kept:
-            _remove(data_dir, started_server=result is not None)
+        if not (args.keep and result is not None):
+            remove_scratch_server(data_dir)
     finished = ctx.clock()
 
     fallback = None
@@ -347,7 +346,7 @@ def run_drill(ctx: Context, args: Any) -> Dict[str, Any]:
         "data_dir": data_dir, "port": port, "kept": bool(args.keep) and result is not None,
         "targets": {"rto_minutes": settings.drill.rto_target_minutes,
                     "rpo_minutes": settings.drill.rpo_target_minutes},
-        "primary": primary, "restored": {**restored, "reached": _jsonable(getattr(result, "reached", None))},
+        "primary": primary, "restored": {**restored, "reached": jsonable(getattr(result, "reached", None))},
         "rto": rto, "rpo": rpo, "checks": [dataclasses.asdict(c) for c in outcome.checks],
         "passed": outcome.passed, "failures": outcome.failures, "error": outcome.error, "notes": outcome.notes,
     }
@@ -370,27 +369,6 @@ def run_drill(ctx: Context, args: Any) -> Dict[str, Any]:
         res["_exit"] = EXIT_INTEGRITY
         res["_error"] = f"drill {drill_id} FAILED: {'; '.join(outcome.failures)}"
     return res
-
-
-def _remove(data_dir: str, *, started_server: bool) -> None:
-    from . import pitr
-
-    if started_server or os.path.exists(os.path.join(data_dir, "postmaster.pid")):
-        try:
-            pitr.stop_server(data_dir)
-        except PgBackupError:
-            pass
-    shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if dataclasses.is_dataclass(value):
-        return _jsonable(dataclasses.asdict(value))
-    return str(value)
 
 
 def render_text(report: Dict[str, Any]) -> List[str]:

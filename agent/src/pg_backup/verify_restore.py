@@ -240,7 +240,7 @@ def _verify_physical(ctx: Context, manifest: Manifest, outcome: Outcome) -> None
                               backup_id=manifest.backup_id)
         started_server = True
         outcome.databases.append({"data_dir": data_dir, "port": result.port, "restored": True,
-                                  "reached": _jsonable(result.reached),
+                                  "reached": jsonable(result.reached),
                                   "phases": {k: round(v, 3) for k, v in (result.phases or {}).items()}})
         pg = scratch_postgres(ctx, pitr.socket_host(result), result.port)
         names = _database_names(pg)
@@ -257,10 +257,11 @@ def _verify_physical(ctx: Context, manifest: Manifest, outcome: Outcome) -> None
             outcome.kept.append(f"data directory {data_dir}" + (f" (server running on port {port})"
                                                                  if started_server else ""))
         else:
-            _remove_scratch_server(data_dir)
+            remove_scratch_server(data_dir)
 
 
-def _remove_scratch_server(data_dir: str) -> None:
+def remove_scratch_server(data_dir: str) -> None:
+    """Stop a scratch server (if it runs) and remove its data directory."""
     from . import pitr
 
     if os.path.exists(os.path.join(data_dir, "postmaster.pid")):
@@ -276,13 +277,13 @@ def _database_names(pg: Postgres) -> List[str]:
         return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate")]
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if dataclasses.is_dataclass(value):
-        return _jsonable(dataclasses.asdict(value))
+        return jsonable(dataclasses.asdict(value))
     return str(value)
 
 
