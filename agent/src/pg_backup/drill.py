@@ -42,6 +42,8 @@ REPORT_SCHEMA_VERSION = 1
 DRILLS_DIR = "audit/drills/"
 MARKER_PREFIX = "pg-backup-drill"
 HISTORY_LIMIT = 200
+LONG_PAGE_HEADER = 40    # SizeOfXLogLongPHD: the first page of a WAL segment
+SHORT_PAGE_HEADER = 24   # SizeOfXLogShortPHD: every other WAL page
 
 
 # -- the primary -----------------------------------------------------------------------------------
@@ -70,12 +72,28 @@ def mark_primary(ctx: Context, drill_id: str, wait_seconds: float) -> Dict[str, 
                 info["marker_archived"], why = _wait_archived(ctx, conn, info["segment"], wait_seconds)
                 if why:
                     info["archive_wait"] = why
-            info["loss_lsn"] = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+            insert, block, segment_size = conn.execute(
+                "SELECT pg_current_wal_insert_lsn()::text, current_setting('wal_block_size')::int,"
+                " (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')").fetchone()
+            info["loss_insert_lsn"] = insert
+            info["loss_lsn"] = record_end(insert, block, segment_size)
     except PgBackupError as exc:
         info["error"] = exc.message
     except Exception as exc:  # the connection broke half-way: the drill goes on without the primary
         info["error"] = f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     return info
+
+
+def record_end(insert_lsn: str, block_size: int, segment_size: int) -> str:
+    """The end of the last WAL record from ``pg_current_wal_insert_lsn()``, which points past the page
+    header when the insert position is at a page start (after a WAL switch, say); replay positions
+    on a restored server never include that header."""
+    pos = lsn_to_int(insert_lsn)
+    if pos % segment_size == LONG_PAGE_HEADER:
+        pos -= LONG_PAGE_HEADER
+    elif pos % block_size == SHORT_PAGE_HEADER:
+        pos -= SHORT_PAGE_HEADER
+    return f"{pos >> 32:X}/{pos & 0xFFFFFFFF:X}"
 
 
 def _wait_archived(ctx: Context, conn: Any, segment: str, wait_seconds: float) -> Tuple[bool, str]:

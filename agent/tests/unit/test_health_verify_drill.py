@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from pg_backup.drill import measure_rpo, render_markdown
+from pg_backup.drill import measure_rpo, record_end, render_markdown
 from pg_backup.verify_checks import ExpectationError, parse_expectation
 from pg_backup.verify_restore import _RECORD_RE, verification_key
 
@@ -99,3 +99,11 @@ def test_history_chart_is_a_png():
             pytest.fail(str(exc), pytrace=False)
         pytest.skip(str(exc))
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_record_end_drops_the_page_header_of_an_insert_position():
+    seg, block = 16 << 20, 8192
+    assert record_end("0/2000028", block, seg) == "0/2000000"     # just after a WAL switch
+    assert record_end("0/2002018", block, seg) == "0/2002000"     # at a page start
+    assert record_end("0/2002100", block, seg) == "0/2002100"     # mid-page: unchanged
+    assert record_end("1/28", block, seg) == "1/0"
