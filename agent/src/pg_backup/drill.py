@@ -227,10 +227,10 @@ def render_markdown(report: Dict[str, Any], history: List[Dict[str, Any]]) -> st
                        f"{c['status'].upper()}{' — ' + _md(c['detail']) if c['detail'] else ''} |")
     else:
         out.append("No `verify.checks` configured: only the restore itself was proven.")
-    if report["failures"] or report.get("error"):
+    if report["failures"] or report.get("recovery_error"):
         out += ["", "## Failures", ""] + [f"- {_md(f)}" for f in report["failures"]]
-        if report.get("error"):
-            out.append(f"- {_md(report['error'])}")
+        if report.get("recovery_error"):
+            out.append(f"- recovery failed: {_md(report['recovery_error'])}")
     if report["notes"]:
         out += ["", "## Notes", ""] + [f"- {_md(n)}" for n in report["notes"]]
     out += ["", "## History", "", "![RTO and RPO of every drill](history.png)" if report.get("chart") else
@@ -366,7 +366,7 @@ def run_drill(ctx: Context, args: Any) -> Dict[str, Any]:
                     "rpo_minutes": settings.drill.rpo_target_minutes},
         "primary": primary, "restored": {**restored, "reached": jsonable(getattr(result, "reached", None))},
         "rto": rto, "rpo": rpo, "checks": [dataclasses.asdict(c) for c in outcome.checks],
-        "passed": outcome.passed, "failures": outcome.failures, "error": outcome.error, "notes": outcome.notes,
+        "passed": outcome.passed, "failures": outcome.failures, "recovery_error": outcome.error, "notes": outcome.notes,
     }
     try:
         write_report(ctx, report)
@@ -404,8 +404,8 @@ def render_text(report: Dict[str, Any]) -> List[str]:
         lines.append(f"  {c['status'].upper():<7} check {c['name']!r} = {c['value']!r} expect {c['expect']}"
                      f"{': ' + c['detail'] if c['detail'] else ''}")
     lines += [f"  failure: {f}" for f in report["failures"]]
-    if report.get("error"):
-        lines.append(f"  error: {report['error']}")
+    if report.get("recovery_error"):
+        lines.append(f"  recovery failed: {report['recovery_error']}")
     lines += [f"  note: {n}" for n in report["notes"]]
     for what, key in (report.get("reports") or {}).items():
         lines.append(f"  report {what}: {key}")

@@ -74,7 +74,7 @@ def _report(**kw):
                         "segment": "000000010000000000000003", "marker_archived": False},
             "checks": [{"name": "n|x", "database": "app", "value": 3, "expect": "> 0", "status": "passed",
                         "detail": ""}],
-            "passed": False, "failures": ["RPO 600 s is above the target of 1 min"], "error": None, "notes": [],
+            "passed": False, "failures": ["RPO 600 s is above the target of 1 min"], "recovery_error": None, "notes": [],
             "chart": True}
     base.update(kw)
     return base
