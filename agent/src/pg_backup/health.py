@@ -95,6 +95,7 @@ class Probes:
     wal: Optional[WalProbe] = None                # None: WAL archiving is not in use
     verifications: Optional[List[Any]] = None     # verify_restore.VerificationRecord, oldest first
     verifications_error: Optional[str] = None
+    last_drill: Optional[Dict[str, Any]] = None  # the newest drill's report.json (metrics only)
 
 
 def worst(statuses: List[str]) -> str:
@@ -527,6 +528,13 @@ def render_prometheus(doc: Dict[str, Any], manifests: List[Manifest], now: dt.da
     return m.text()
 
 
+def _parse_time(text: Any) -> Optional[dt.datetime]:
+    try:
+        return dt.datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        return None
+
+
 def _ts(t: Optional[dt.datetime]) -> Optional[float]:
     return round(t.timestamp(), 3) if t else None
 
@@ -558,6 +566,17 @@ def _probe_metrics(m: _Metrics, p: Probes, now: dt.datetime) -> None:
                  "Time of PostgreSQL's last successful archive.", [({}, _ts(a.last_archived_time))])
         m.family("pg_backup_archiver_last_failed_timestamp_seconds", "gauge",
                  "Time of PostgreSQL's last failed archive attempt.", [({}, _ts(a.last_failed_time))])
+    d = p.last_drill
+    if d:
+        started = d.get("started_at")
+        m.family("pg_backup_last_drill_timestamp_seconds", "gauge", "Start time of the newest disaster-recovery drill.",
+                 [({}, _ts(_parse_time(started)))])
+        m.family("pg_backup_last_drill_rto_seconds", "gauge", "RTO measured by the newest drill.",
+                 [({}, (d.get("rto") or {}).get("seconds"))])
+        m.family("pg_backup_last_drill_rpo_seconds", "gauge", "RPO measured by the newest drill.",
+                 [({}, (d.get("rpo") or {}).get("seconds"))])
+        m.family("pg_backup_last_drill_success", "gauge", "1 if the newest drill met its targets and checks, else 0.",
+                 [({}, 1 if d.get("passed") else 0)])
     if p.verifications:
         passed = [r for r in p.verifications if r.passed]
         m.family("pg_backup_last_restore_verification_timestamp_seconds", "gauge",
@@ -597,11 +616,26 @@ def gather(ctx: Any) -> Tuple[List[Manifest], Probes]:
             probes.verifications = verification_history(ctx.storage, ctx.repo.root)
         except PgBackupError as exc:
             probes.verifications_error = exc.message
+        probes.last_drill = _newest_drill(ctx)
     try:
         probes.archiver = probe_archiver(ctx)
     except PgBackupError as exc:
         probes.archiver_error = exc.message
     return manifests, probes
+
+
+def _newest_drill(ctx: Any) -> Optional[Dict[str, Any]]:
+    from .drill import DRILLS_DIR
+    from .errors import PgBackupError
+
+    try:
+        keys = [o.key for o in ctx.storage.list(f"{ctx.repo.root}{DRILLS_DIR}") if o.key.endswith("/report.json")]
+        if not keys:
+            return None
+        doc = json.loads(ctx.storage.get_bytes(max(keys)))
+        return doc if isinstance(doc, dict) else None
+    except (PgBackupError, ValueError):
+        return None
 
 
 def probe_archiver(ctx: Any) -> ArchiverProbe:

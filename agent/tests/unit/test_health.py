@@ -222,10 +222,14 @@ def test_prometheus_text_passes_promtool_with_every_probe():
     probes = Probes(storage={"region": "us-east-1"}, disk_free_fraction=0.42, wal=_wal(20),
                     archiver=ArchiverProbe(archive_mode="on", archived_count=7, failed_count=1, last_archived_time=t,
                                            last_failed_time=t - dt.timedelta(minutes=1)),
-                    verifications=[_rec(1, True)])
+                    verifications=[_rec(1, True)],
+                    last_drill={"started_at": "2026-06-14T10:00:00.000000Z", "passed": False,
+                                "rto": {"seconds": 312.5}, "rpo": {"seconds": 0.0}})
     doc = document('main "x"', evaluate(manifests, HealthSettings(), probes, NOW))
     text = render_prometheus(doc, manifests, NOW, probes)
     proc = subprocess.run([_promtool(), "check", "metrics"], input=text, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr + text
     assert 'pg_backup_archiver_failed_total{cluster="main \\"x\\""} 1' in text
     assert "# TYPE pg_backup_archiver_failed_total counter" in text
+    assert 'pg_backup_last_drill_rto_seconds{cluster="main \\"x\\""} 312.5' in text
+    assert 'pg_backup_last_drill_success{cluster="main \\"x\\""} 0' in text
