@@ -20,6 +20,10 @@ class PutOptions:
     storage_class: Optional[str] = None
     tags: Dict[str, str] = field(default_factory=dict)
     content_type: str = "application/octet-stream"
+    #: Small string metadata stored with the object and returned by ``head()`` (S3 user metadata; an
+    #: extended attribute, or a sidecar file where the filesystem has none, for the local backend).
+    #: Keys are lowercase ASCII; the total stays well under S3's 2 KiB.
+    metadata: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,8 @@ class ObjectInfo:
     storage_class: Optional[str] = None
     #: For archived storage classes: None (not archived), "archived", "restoring" or "restored".
     archive_state: Optional[str] = None
+    #: The object's metadata (PutOptions.metadata); filled in by ``head()`` only, None from ``list()``.
+    metadata: Optional[Dict[str, str]] = None
 
 
 @dataclass(frozen=True)
@@ -52,10 +58,12 @@ class Storage(abc.ABC):
     location: str = ""
 
     @abc.abstractmethod
-    def put_stream(self, key: str, chunks: Iterable[bytes], options: PutOptions = PutOptions()) -> int:
+    def put_stream(self, key: str, chunks: Iterable[bytes], options: PutOptions = PutOptions(), *,
+                   overwrite: bool = True) -> int:
         """Store everything ``chunks`` yields under ``key``, atomically and durably. Return the size.
 
-        If the iterator raises, the write is abandoned and the exception propagates."""
+        If the iterator raises, the write is abandoned and the exception propagates. With
+        ``overwrite=False`` an existing key raises FileExistsError and is left untouched."""
 
     @abc.abstractmethod
     def put_bytes(self, key: str, data: bytes, options: PutOptions = PutOptions(), *,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import json
 import os
 import secrets
 from typing import Dict, Iterable, Iterator, List, Optional
@@ -16,6 +17,9 @@ from ..errors import NotFoundError, StorageError
 from .base import IncompleteUpload, ObjectInfo, PutOptions, Storage
 
 _TMP_MARK = ".tmp-"
+_META_SUFFIX = ".pgb-meta"         # sidecar holding an object's metadata where xattrs are unsupported
+_META_XATTR = "user.pg-backup.meta"
+_NO_XATTR = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.E2BIG, errno.ENOSPC, errno.EACCES}
 _WRITEBACK_EVERY = 32 << 20
 
 
@@ -59,7 +63,8 @@ class LocalStorage(Storage):
         return f"{final}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
 
     # -- writes ------------------------------------------------------------------------------
-    def put_stream(self, key: str, chunks: Iterable[bytes], options: PutOptions = PutOptions()) -> int:
+    def put_stream(self, key: str, chunks: Iterable[bytes], options: PutOptions = PutOptions(), *,
+                   overwrite: bool = True) -> int:
         final = self._path(key)
         directory = os.path.dirname(final)
         self._makedirs(directory)
@@ -80,11 +85,14 @@ class LocalStorage(Storage):
                         # asynchronously), so the final fsync does not wait for the whole file.
                         os.posix_fadvise(fd, flushed, size - flushed, os.POSIX_FADV_DONTNEED)
                         flushed = size
+                sidecar = _set_metadata(fd, options.metadata)
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.rename(tmp, final)
-            fsync_dir(directory)
+            self._commit(tmp, final, directory, overwrite, sidecar)
+        except FileExistsError:
+            _unlink_quietly(tmp)
+            raise FileExistsError(key) from None
         except OSError as exc:
             _unlink_quietly(tmp)
             raise StorageError(f"cannot write {final}: {exc.strerror}",
@@ -94,29 +102,41 @@ class LocalStorage(Storage):
             raise
         return size
 
+    def _commit(self, tmp: str, final: str, directory: str, overwrite: bool, sidecar: Optional[bytes]) -> None:
+        """Make a written, fsynced temp file visible under its final name (atomically), then fsync the
+        directory. Metadata the filesystem could not keep as an extended attribute goes into a sidecar
+        first, so the object is never visible without it."""
+        if sidecar is not None:
+            if not overwrite and os.path.lexists(final):
+                raise FileExistsError(final)  # never replace the sidecar of an existing object
+            # (Two writers racing for one new key on a filesystem without xattrs could still swap
+            # sidecars; WAL pushes of one cluster are serialised by a lock in the spool.)
+            self._write_sidecar(final, sidecar)
+        if overwrite:
+            os.rename(tmp, final)
+        else:
+            # link() fails if the target exists: an atomic create-if-absent.
+            os.link(tmp, final)
+            _unlink_quietly(tmp)
+        fsync_dir(directory)
+
+    def _write_sidecar(self, final: str, data: bytes) -> None:
+        tmp = self._temp_path(final + _META_SUFFIX)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, final + _META_SUFFIX)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+
     def put_bytes(self, key: str, data: bytes, options: PutOptions = PutOptions(), *,
                   overwrite: bool = True) -> None:
-        final = self._path(key)
-        if not overwrite:
-            directory = os.path.dirname(final)
-            self._makedirs(directory)
-            tmp = self._temp_path(final)
-            try:
-                with open(tmp, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                # link() fails if the target exists: an atomic create-if-absent.
-                os.link(tmp, final)
-                fsync_dir(directory)
-            except FileExistsError:
-                raise
-            except OSError as exc:
-                raise StorageError(f"cannot write {final}: {exc.strerror}") from None
-            finally:
-                _unlink_quietly(tmp)
-            return
-        self.put_stream(key, [data], options)
+        self.put_stream(key, [data], options, overwrite=overwrite)
 
     # -- reads -------------------------------------------------------------------------------
     def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
@@ -142,7 +162,7 @@ class LocalStorage(Storage):
             return None
         except OSError as exc:
             raise StorageError(f"cannot stat {path}: {exc.strerror}") from None
-        return ObjectInfo(key, st.st_size, _mtime(st.st_mtime))
+        return ObjectInfo(key, st.st_size, _mtime(st.st_mtime), metadata=_get_metadata(path))
 
     def _walk(self, prefix: str) -> Iterator[tuple]:
         base = self.root
@@ -160,7 +180,8 @@ class LocalStorage(Storage):
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         found = []
         for key, path in self._walk(prefix):
-            if _TMP_MARK in key.rsplit("/", 1)[-1]:
+            base = key.rsplit("/", 1)[-1]
+            if _TMP_MARK in base or base.endswith(_META_SUFFIX):
                 continue
             try:
                 st = os.stat(path)
@@ -180,6 +201,7 @@ class LocalStorage(Storage):
                 continue
             except OSError as exc:
                 raise StorageError(f"cannot delete {path}: {exc.strerror}") from None
+            _unlink_quietly(path + _META_SUFFIX)
             dirs.add(os.path.dirname(path))
         for d in sorted(dirs, key=len, reverse=True):
             self._remove_empty_dirs(d)
@@ -219,6 +241,38 @@ class LocalStorage(Storage):
                                hint="chown it to the user that runs pg-backup")
         st = os.statvfs(self.root)
         return {"reachable": True, "path": self.root, "free_bytes": st.f_bavail * st.f_frsize}
+
+
+def _set_metadata(fd: int, metadata: Dict[str, str]) -> Optional[bytes]:
+    """Attach metadata to the open temp file as one extended attribute (so it becomes visible together
+    with the object). Returns the encoded metadata when the filesystem refuses, for a sidecar file."""
+    if not metadata:
+        return None
+    data = json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode()
+    try:
+        os.setxattr(fd, _META_XATTR, data)
+        return None
+    except OSError as exc:
+        if exc.errno in _NO_XATTR:
+            return data
+        raise
+
+
+def _get_metadata(path: str) -> Dict[str, str]:
+    raw: Optional[bytes] = None
+    try:
+        raw = os.getxattr(path, _META_XATTR)
+    except OSError:
+        try:
+            with open(path + _META_SUFFIX, "rb") as fh:
+                raw = fh.read()
+        except OSError:
+            return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 def _mtime(ts: float) -> dt.datetime:

@@ -18,7 +18,7 @@ import threading
 import time
 import urllib.parse
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Dict, Iterable, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 from ..config import S3Settings
 from ..errors import NotFoundError, StorageError
@@ -61,6 +61,8 @@ class S3Storage(Storage):
         self.location = f"s3://{self.bucket}/{self.prefix + '/' if self.prefix else ''} ({endpoint})"
         self._client: Any = None
         self._lock = threading.Lock()
+        #: False once the store answered a conditional write (If-None-Match) with NotImplemented.
+        self._conditional_writes = True
 
     # -- plumbing ------------------------------------------------------------------------------
     @property
@@ -143,6 +145,8 @@ class S3Storage(Storage):
             args["StorageClass"] = options.storage_class
         if options.tags:
             args["Tagging"] = tagging(options.tags)
+        if options.metadata:
+            args["Metadata"] = dict(options.metadata)
         if self.settings.sse == "AES256":
             args["ServerSideEncryption"] = "AES256"
         elif self.settings.sse == "aws:kms":
@@ -152,7 +156,8 @@ class S3Storage(Storage):
         return args
 
     # -- writes --------------------------------------------------------------------------------
-    def put_stream(self, key: str, chunks: Iterable[bytes], options: PutOptions = PutOptions()) -> int:
+    def put_stream(self, key: str, chunks: Iterable[bytes], options: PutOptions = PutOptions(), *,
+                   overwrite: bool = True) -> int:
         base = self.settings.part_size_mib * MIB
         full = self._key(key)
         iterator = iter(chunks)
@@ -168,11 +173,11 @@ class S3Storage(Storage):
                 break
         else:
             data = b"".join(held)
-            with self._errors("writing", key):
-                self.client.put_object(Bucket=self.bucket, Key=full, Body=data, ContentMD5=_md5(data),
-                                       **self._put_args(options))
+            self.put_bytes(key, data, options, overwrite=overwrite)
             return len(data)
 
+        if not overwrite and not self._conditional_writes and self.head(key) is not None:
+            raise FileExistsError(key)
         with self._errors("starting upload of", key):
             upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=full,
                                                             **self._put_args(options))["UploadId"]
@@ -219,9 +224,13 @@ class S3Storage(Storage):
             for f in pending:
                 parts.append(f.result())
             parts.sort(key=lambda p: p["PartNumber"])
+            complete = dict(Bucket=self.bucket, Key=full, UploadId=upload_id, MultipartUpload={"Parts": parts})
             with self._errors("completing upload of", key):
-                self.client.complete_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id,
-                                                      MultipartUpload={"Parts": parts})
+                if overwrite or not self._conditional_writes:
+                    self.client.complete_multipart_upload(**complete)
+                else:
+                    self._conditional(lambda: self.client.complete_multipart_upload(IfNoneMatch="*", **complete),
+                                      key, lambda: self.client.complete_multipart_upload(**complete))
         except BaseException:
             for f in pending:
                 f.cancel()
@@ -234,31 +243,42 @@ class S3Storage(Storage):
         pool.shutdown(wait=True)
         return total
 
-    def put_bytes(self, key: str, data: bytes, options: PutOptions = PutOptions(), *,
-                  overwrite: bool = True) -> None:
+    def _conditional(self, attempt: Callable[[], Any], key: str, unconditional: Callable[[], Any]) -> None:
+        """Run a create-if-absent request; FileExistsError if the key exists. A store without
+        conditional writes (NotImplemented) is remembered and served by check-then-write."""
         from botocore.exceptions import ClientError
 
-        args = dict(Bucket=self.bucket, Key=self._key(key), Body=data, ContentMD5=_md5(data), **self._put_args(options))
-        if overwrite:
-            with self._errors("writing", key):
-                self.client.put_object(**args)
+        try:
+            attempt()
             return
-        with self._errors("writing", key):
-            try:
-                self.client.put_object(IfNoneMatch="*", **args)
-                return
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-                if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
-                    raise FileExistsError(key) from None
-                if code not in ("NotImplemented", "InvalidArgument", "InvalidRequest") and status != 501:
-                    raise
-        # The store does not support conditional writes: check, then write.
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                raise FileExistsError(key) from None
+            if code not in ("NotImplemented", "InvalidArgument", "InvalidRequest") and status != 501:
+                raise
+        self._conditional_writes = False
         if self.head(key) is not None:
             raise FileExistsError(key)
+        unconditional()
+
+    def put_bytes(self, key: str, data: bytes, options: PutOptions = PutOptions(), *,
+                  overwrite: bool = True, content_md5: Optional[str] = None) -> None:
+        """``content_md5`` (base64) may be passed when the caller already hashed ``data``."""
+        args = dict(Bucket=self.bucket, Key=self._key(key), Body=data, ContentMD5=content_md5 or _md5(data),
+                    **self._put_args(options))
         with self._errors("writing", key):
-            self.client.put_object(**args)
+            if overwrite:
+                self.client.put_object(**args)
+            elif not self._conditional_writes:
+                # The store does not support conditional writes: check, then write.
+                if self.head(key) is not None:
+                    raise FileExistsError(key)
+                self.client.put_object(**args)
+            else:
+                self._conditional(lambda: self.client.put_object(IfNoneMatch="*", **args), key,
+                                  lambda: self.client.put_object(**args))
 
     # -- reads ---------------------------------------------------------------------------------
     def iter_chunks(self, key: str, chunk_size: int = MIB) -> Iterator[bytes]:
@@ -297,7 +317,8 @@ class S3Storage(Storage):
         if storage_class in ARCHIVED_CLASSES:
             restore = h.get("Restore") or ""
             state = "restoring" if 'ongoing-request="true"' in restore else "restored" if restore else "archived"
-        return ObjectInfo(key, h["ContentLength"], h["LastModified"], storage_class, state)
+        return ObjectInfo(key, h["ContentLength"], h["LastModified"], storage_class, state,
+                          metadata=dict(h.get("Metadata") or {}))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         found: List[ObjectInfo] = []

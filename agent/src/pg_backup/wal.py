@@ -1,0 +1,1268 @@
+"""``wal-push`` (archive_command) and ``wal-fetch`` (restore_command): continuous WAL archiving.
+
+Rules (DESIGN §5), and how they are kept:
+
+- **Durable before acknowledged.** ``wal-push`` exits 0 only after the object is stored (S3: a PUT
+  with Content-MD5 answered 200; local: temp file fsynced, linked into place, directory fsynced).
+  A spool marker that lets a later call acknowledge at once is written only after that, and it is
+  bound to the file's identity (device, inode, size, mtime and ctime in nanoseconds).
+- **Never overwrite.** Objects are created with create-if-absent (S3 ``If-None-Match: *``, local
+  ``link()``). When the name exists, the SHA-256 of the *plaintext* stored with the object
+  (metadata ``pgb-sha256``) decides: same content is success (PostgreSQL re-archives after a crash),
+  different content is refused, recorded under ``<cluster>/wal/conflicts/`` and in the audit log.
+- **One archive, one cluster.** ``<cluster>/wal/archive.json`` names the system identifier and
+  segment size (created on the first push, create-if-absent). The pushing cluster's identifier is
+  read from the file itself (the long page header of every segment) or ``global/pg_control``; the
+  verified identity is cached in the spool, so steady-state pushes do not read archive.json.
+- **Throughput.** A push also stores other ``.ready`` files (oldest first, ``wal.push_parallel`` at
+  once) and remembers them; a resident uploader (started by a push that sees a backlog, gone when
+  idle or when the postmaster is gone) drains ``.ready`` files ahead of PostgreSQL. PostgreSQL's
+  later calls then take the *fast path*: this module's :func:`fast_main`, which needs no YAML,
+  boto3, psycopg or zstandard -- a stat, a marker read and, if the uploader is busy with that very
+  file, a lock wait.
+- **Fetch.** ``wal-fetch`` writes DEST atomically (temp file + rename in DEST's directory), never
+  serves a ``.partial`` as a segment, exits 7 quickly for a missing file (a local repository is
+  answered by the fast path), and prefetches the next ``wal.fetch_prefetch`` segments into the spool
+  in a background process; a prefetched file is served only if it still matches the archive's object.
+- **Exit codes < 128.** A signal (e.g. SIGTERM at shutdown) ends a push or fetch with exit 5 and
+  nothing visible: PostgreSQL treats codes above 125 from restore_command as fatal to recovery.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import struct
+import sys
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+# Only the standard library above this line: the fast path must start in a few milliseconds.
+
+ENV_CONFIG = "PG_BACKUP_CONFIG"                     # same as config.ENV_CONFIG (a unit test checks)
+DEFAULT_CONFIG_PATH = "/etc/pg-backup/pg-backup.yml"
+FAST_CACHE_VERSION = 1
+_NAME_RE = re.compile(r"^(?:[0-9A-F]{24}(?:\.partial|\.[0-9A-F]{8}\.backup)?|[0-9A-F]{8}\.history)$")
+_SEGMENT_ONLY_RE = re.compile(r"^[0-9A-F]{24}$")
+LOCK_STRIPES = 64
+LOCK_WAIT_SECONDS = 600.0
+XLP_LONG_HEADER = 0x0002
+UPLOADER_IDLE_SECONDS = 60.0
+UPLOADER_POLL_SECONDS = 0.05
+PREFETCH_IDLE_SECONDS = 60.0
+INLINE_MAX = 64 << 20          # files up to this size are encrypted in memory in one pass
+FAILED_RETRY_SECONDS = 15.0
+
+Result = Dict[str, Any]
+
+
+# =================================================================================================
+# Spool: <wal.spool_dir>/<cluster>-<repository hash>/ (0700)
+#   pushed/<NAME>          marker: the file (identity) was stored durably under its key
+#   prefetch/<NAME>        a prefetched, verified WAL file; prefetch/<NAME>.json what it was checked against
+#   prefetch/want          the last name wal-fetch served (the prefetcher works ahead of it)
+#   locks/stripe-NN        flock stripes serialising work on one file name
+#   identity.json          the archive identity verified against archive.json
+#   uploader.lock / prefetcher.lock   held by the resident processes; worker.log their messages
+
+def file_identity(st: os.stat_result) -> List[int]:
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+class Spool:
+    def __init__(self, root: str):
+        self.root = root
+        self.pushed = os.path.join(root, "pushed")
+        self.prefetch = os.path.join(root, "prefetch")
+        self.locks = os.path.join(root, "locks")
+
+    @classmethod
+    def for_settings(cls, settings: Any) -> "Spool":
+        spool = cls(os.path.join(settings.wal_spool_path, spool_namespace(settings)))
+        spool.ensure()
+        return spool
+
+    def ensure(self) -> None:
+        from .errors import UsageError
+
+        for d in (os.path.dirname(self.root), self.root, self.pushed, self.prefetch, self.locks):
+            try:
+                os.makedirs(d, mode=0o700, exist_ok=True)
+                st = os.lstat(d)
+            except OSError as exc:
+                raise UsageError(f"cannot create the WAL spool directory {d}: {exc.strerror}",
+                                 hint="set wal.spool_dir (or paths.state_dir) to a directory this user owns") from None
+            if st.st_uid != os.geteuid():
+                raise UsageError(f"WAL spool directory {d} belongs to uid {st.st_uid}, not to this user",
+                                 hint="give it to the user PostgreSQL runs as (chown) or use another wal.spool_dir")
+            if st.st_mode & 0o077:
+                os.chmod(d, 0o700)
+
+    # markers --------------------------------------------------------------------------------------
+    def marker_path(self, name: str) -> str:
+        return os.path.join(self.pushed, name)
+
+    def marker_matches(self, name: str, st: os.stat_result) -> bool:
+        return _marker_matches(self.marker_path(name), st)
+
+    def write_marker(self, name: str, st: os.stat_result, sha256: str, key: str, outcome: str) -> None:
+        _atomic_write(self.marker_path(name), json.dumps({
+            "id": file_identity(st), "sha256": sha256, "key": key, "outcome": outcome,
+            "stored_at": time.time()}).encode())
+
+    def drop_marker(self, name: str) -> None:
+        _unlink(self.marker_path(name))
+
+    def tidy_markers(self, pg_wal: str, keep_seconds: float = 3600.0) -> int:
+        """Remove markers of files PostgreSQL no longer has (archived and recycled or removed)."""
+        removed = 0
+        now = time.time()
+        try:
+            names = os.listdir(self.pushed)
+        except OSError:
+            return 0
+        for name in names:
+            path = os.path.join(self.pushed, name)
+            try:
+                if now - os.stat(path).st_mtime < keep_seconds:
+                    continue
+                if os.path.exists(os.path.join(pg_wal, name)):
+                    continue
+                os.unlink(path)
+                removed += 1
+            except OSError:
+                continue
+        return removed
+
+    # identity cache --------------------------------------------------------------------------------
+    def cached_identity(self) -> Optional[Dict[str, Any]]:
+        try:
+            with open(os.path.join(self.root, "identity.json"), "rb") as fh:
+                data = json.loads(fh.read())
+            return data if isinstance(data, dict) else None
+        except (OSError, ValueError):
+            return None
+
+    def cache_identity(self, identity: Dict[str, Any]) -> None:
+        _atomic_write(os.path.join(self.root, "identity.json"), json.dumps(identity).encode())
+
+    def forget_identity(self) -> None:
+        _unlink(os.path.join(self.root, "identity.json"))
+
+    # locks -----------------------------------------------------------------------------------------
+    def lock(self, name: str, *, wait: float = LOCK_WAIT_SECONDS) -> Optional["FileLock"]:
+        return FileLock.acquire(stripe_path(self.locks, name), wait)
+
+
+def stripe_path(locks_dir: str, name: str) -> str:
+    import zlib
+
+    return os.path.join(locks_dir, f"stripe-{zlib.crc32(name.encode()) % LOCK_STRIPES:02d}")
+
+
+class FileLock:
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    @classmethod
+    def acquire(cls, path: str, wait: float) -> Optional["FileLock"]:
+        """An exclusive flock; None if still held by someone else after ``wait`` seconds (0: try once)."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + wait
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return cls(fd)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self.fd)
+                self.fd = -1
+
+    def __enter__(self) -> "FileLock":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def is_locked(path: str) -> bool:
+    """True if some process holds an flock on ``path`` (probing it does not keep it)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _marker_matches(path: str, st: os.stat_result) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            data = json.loads(fh.read())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("id") == file_identity(st)
+
+
+def _atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def spool_namespace(settings: Any) -> str:
+    """``<cluster>-<hash>``: markers belong to one repository (a new bucket or path starts afresh)."""
+    import hashlib
+
+    repo = settings.repository
+    where = {"type": repo.type, "prefix": repo.prefix, "cluster": settings.cluster}
+    if repo.type == "local":
+        where["path"] = os.path.abspath(repo.path or "")
+    else:
+        where.update(bucket=repo.s3.bucket, endpoint=repo.s3.endpoint_url or "")
+    digest = hashlib.sha256(json.dumps(where, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{settings.cluster}-{digest}"
+
+
+# =================================================================================================
+# The fast path: standard library only.
+
+def _fast_args(argv: List[str]) -> Optional[Tuple[Optional[str], str, List[str]]]:
+    """(config, command, positionals) for ``[--config F|-c F|--config=F] [-q|--quiet] [--debug]
+    wal-push P`` / ``wal-fetch N D``; None for anything else (the full CLI handles it)."""
+    config: Optional[str] = None
+    command: Optional[str] = None
+    positionals: List[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("--config", "-c") and i + 1 < len(argv) and command is None:
+            config = argv[i + 1]
+            i += 2
+            continue
+        if a.startswith("--config=") and command is None:
+            config = a[len("--config="):]
+        elif a in ("-q", "--quiet", "--debug") and (command is None or a != "--debug"):
+            pass
+        elif a.startswith("-"):
+            return None                     # --json, --help, anything unusual: the full CLI
+        elif command is None:
+            if a not in ("wal-push", "wal-fetch"):
+                return None
+            command = a
+        else:
+            positionals.append(a)
+        i += 1
+    if command is None or len(positionals) != (1 if command == "wal-push" else 2):
+        return None
+    return config, command, positionals
+
+
+def _fast_cache_path(config_path: str) -> Optional[str]:
+    import zlib
+
+    base = os.environ.get("TMPDIR") or "/tmp"
+    directory = os.path.join(base, f"pg-backup-{os.geteuid()}")
+    raw = os.path.abspath(config_path).encode()
+    # A short name; the cache records the full path and is used only if it names this very file.
+    return os.path.join(directory, f"walfast-{zlib.crc32(raw):08x}{zlib.adler32(raw):08x}.json")
+
+
+def _private_dir_ok(path: str) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    import stat as stat_mod
+
+    return stat_mod.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not (st.st_mode & 0o077)
+
+
+def _config_stamp(config_path: str) -> Optional[List[int]]:
+    try:
+        st = os.stat(config_path)
+    except OSError:
+        return None
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def read_fast_settings(config_path: str) -> Optional[Dict[str, Any]]:
+    """What the fast path needs from a configuration, cached by the last full run that read it, as
+    long as the file is unchanged. The cache lives in a private per-user directory; anything doubtful
+    (owner, mode, stamp) means no cache."""
+    path = _fast_cache_path(config_path)
+    if path is None or not _private_dir_ok(os.path.dirname(path)):
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            return None
+        data = json.loads(os.read(fd, 1 << 16))
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    if not isinstance(data, dict) or data.get("version") != FAST_CACHE_VERSION:
+        return None
+    if data.get("config") != os.path.abspath(config_path) or data.get("config_stamp") != _config_stamp(config_path):
+        return None
+    if not _private_dir_ok(data.get("spool", "")):
+        return None
+    return data
+
+
+def write_fast_settings(config_path: Optional[str], settings: Any, spool: Spool) -> None:
+    """Best effort: remember what the fast path needs (never fails the caller)."""
+    if not config_path:
+        return
+    try:
+        stamp = _config_stamp(config_path)
+        path = _fast_cache_path(config_path)
+        if stamp is None or path is None:
+            return
+        directory = os.path.dirname(path)
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            pass
+        if not _private_dir_ok(directory):
+            return
+        repo = settings.repository
+        wal_root = None
+        if repo.type == "local":
+            root = os.path.join(repo.path, repo.prefix) if repo.prefix else repo.path
+            wal_root = os.path.join(root, settings.cluster, "wal")
+        data = {"version": FAST_CACHE_VERSION, "config": os.path.abspath(config_path), "config_stamp": stamp,
+                "spool": spool.root,
+                "cluster": settings.cluster, "repo_type": repo.type, "local_wal_root": wal_root}
+        current = None
+        try:
+            with open(path, "rb") as fh:
+                current = json.loads(fh.read())
+        except (OSError, ValueError):
+            pass
+        if current != data:
+            _atomic_write(path, json.dumps(data).encode())
+    except OSError:
+        pass
+
+
+def fast_main(argv: List[str]) -> Optional[int]:
+    """Answer the common wal-push/wal-fetch cases without loading the agent; None means 'not here'.
+
+    wal-push: the file is remembered in the spool as stored (or becomes so while we wait for the
+    resident uploader that holds its lock) -> 0. wal-fetch from a local repository: the object does
+    not exist -> 7 at once."""
+    try:
+        parsed = _fast_args(argv)
+        if parsed is None:
+            return None
+        config, command, positionals = parsed
+        config_path = config or os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG_PATH
+        fast = read_fast_settings(config_path)
+        if fast is None:
+            return None
+        if command == "wal-push":
+            return _fast_push(fast, positionals[0])
+        return _fast_fetch(fast, positionals[0], positionals[1])
+    except Exception:  # noqa: BLE001 - the full path decides (and reports) anything unexpected
+        return None
+
+
+def _fast_push(fast: Dict[str, Any], path: str, pickup_seconds: float = 2.0) -> Optional[int]:
+    name = os.path.basename(path)
+    if not _NAME_RE.match(name):
+        return None
+    spool = Spool(fast["spool"])
+    st = os.stat(path)
+    if spool.marker_matches(name, st):
+        return 0
+    if not is_locked(os.path.join(spool.root, "uploader.lock")):
+        return None
+    # The resident uploader runs: it picks the file up within its poll interval. Wait while it stores
+    # it (it holds the file's lock stripe meanwhile), then look again. Acknowledged only if the
+    # marker appears; after the pickup window the full path stores the file itself.
+    lock_path = stripe_path(spool.locks, name)
+    deadline = time.monotonic() + pickup_seconds
+    while True:
+        if is_locked(lock_path):
+            lock = FileLock.acquire(lock_path, LOCK_WAIT_SECONDS)
+            if lock is not None:
+                lock.release()
+        if spool.marker_matches(name, os.stat(path)):
+            return 0
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.005)
+
+
+def _fast_fetch(fast: Dict[str, Any], name: str, dest: str) -> Optional[int]:
+    if fast.get("repo_type") != "local" or not _NAME_RE.match(name):
+        return None
+    wal_root = fast.get("local_wal_root")
+    if not wal_root or not os.path.isdir(wal_root):
+        return None                       # no archive at all here: let the full path explain
+    if os.path.exists(os.path.join(wal_root, name[:8], name + ".zst.gpg")):
+        return None                       # it exists: download and decrypt on the full path
+    _unlink(os.path.join(fast["spool"], "prefetch", name))
+    sys.stderr.write(f"pg-backup: error: WAL file {name} is not in the archive {wal_root}; "
+                     f"this is normal at the end of the archived WAL\n")
+    return 7
+
+
+# =================================================================================================
+# Reading identities from PostgreSQL's own files
+
+def read_segment_header(path: str) -> Optional[Tuple[int, int, int]]:
+    """(system identifier, segment size, block size) from a segment's long page header, or None."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(40)
+    except OSError:
+        return None
+    if len(head) < 40:
+        return None
+    _magic, info = struct.unpack_from("<HH", head, 0)
+    if not info & XLP_LONG_HEADER:
+        return None
+    sysid, seg_size, blcksz = struct.unpack_from("<QII", head, 24)
+    if sysid == 0 or seg_size == 0 or seg_size & (seg_size - 1):
+        return None
+    return sysid, seg_size, blcksz
+
+
+def read_control_sysid(datadir: str) -> Optional[int]:
+    """The system identifier: the first 8 bytes of global/pg_control."""
+    try:
+        with open(os.path.join(datadir, "global", "pg_control"), "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return None
+    if len(head) < 8:
+        return None
+    return struct.unpack("<Q", head)[0] or None
+
+
+def datadir_of(pg_wal: str) -> str:
+    """The data directory of a pg_wal directory given as PostgreSQL passes it (cwd is the data dir)."""
+    if os.path.basename(pg_wal) in ("pg_wal", "pg_xlog"):
+        return os.path.dirname(pg_wal)
+    return os.getcwd()
+
+
+def ready_files(pg_wal: str) -> List[str]:
+    """Names with a .ready status file, in PostgreSQL's archiving order (history files first)."""
+    from .walarchive import WalNameError, parse_wal_name, sort_key
+
+    try:
+        names = os.listdir(os.path.join(pg_wal, "archive_status"))
+    except OSError:
+        return []
+    result = []
+    for entry in names:
+        if not entry.endswith(".ready"):
+            continue
+        name = entry[:-len(".ready")]
+        try:
+            result.append(parse_wal_name(name))
+        except WalNameError:
+            continue
+    result.sort(key=sort_key)
+    return [w.name for w in result]
+
+
+# =================================================================================================
+# Pushing
+
+class PushOutcome:
+    def __init__(self, name: str, key: str, outcome: str, size: int = 0, stored: int = 0, sha256: str = ""):
+        self.name, self.key, self.outcome, self.size, self.stored, self.sha256 = name, key, outcome, size, stored, sha256
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"name": self.name, "key": self.key, "outcome": self.outcome, "bytes": self.size,
+                "stored_bytes": self.stored}
+
+
+class Pusher:
+    """Stores WAL files of one data directory into the archive."""
+
+    def __init__(self, ctx: Any, spool: Spool, pg_wal: str, *, record_conflicts: bool = True,
+                 argv: Optional[List[str]] = None):
+        from .walarchive import WalArchive
+
+        self.ctx = ctx
+        self.spool = spool
+        self.pg_wal = pg_wal
+        self.datadir = datadir_of(pg_wal)
+        self.archive = WalArchive(ctx.storage, ctx.cluster)
+        self.record_conflicts = record_conflicts
+        self.argv = argv or []
+        self._fingerprint: Optional[str] = None
+        self._identity_ok: Optional[Dict[str, Any]] = None
+
+    # identity -------------------------------------------------------------------------------------
+    def pushing_identity(self, path: str, name: str) -> Tuple[int, Optional[int]]:
+        """(system identifier, segment size or None) of the cluster that wrote ``path``."""
+        from .errors import RefusedError
+
+        header = read_segment_header(path) if _SEGMENT_ONLY_RE.match(name[:24]) and not name.endswith(
+            (".history", ".backup")) else None
+        if header is not None:
+            return header[0], header[1]
+        sysid = read_control_sysid(self.datadir)
+        if sysid is None:
+            raise RefusedError(f"cannot tell which cluster wrote {name}: no readable WAL page header and no "
+                               f"{os.path.join(self.datadir, 'global', 'pg_control')}",
+                               hint="run wal-push from the data directory, as PostgreSQL's archive_command does")
+        return sysid, None
+
+    def check_identity(self, path: str, name: str) -> None:
+        """Refuse to push into an archive that belongs to another cluster (DESIGN §5 rule 4)."""
+        from .errors import RefusedError
+
+        sysid, seg_size = self.pushing_identity(path, name)
+        for known in (self._identity_ok, self.spool.cached_identity()):
+            if known and str(known.get("system_identifier")) == str(sysid) and (
+                    seg_size is None or known.get("wal_segment_size") == seg_size):
+                self._identity_ok = known
+                return
+        ident = self.archive.identity()
+        if ident is None:
+            ident = self._create_identity(sysid, seg_size)
+        if str(ident.get("system_identifier")) != str(sysid):
+            msg = (f"refusing to archive {name}: the WAL archive {self.ctx.repo.location}wal/ belongs to the "
+                   f"cluster with system identifier {ident.get('system_identifier')}, but this file was written by "
+                   f"{sysid}")
+            self.conflict(name, "another cluster's WAL (system identifier differs)",
+                          pushed_system_identifier=str(sysid),
+                          archive_system_identifier=str(ident.get("system_identifier")))
+            raise RefusedError(msg, hint="give this cluster its own 'cluster' name (a new archive), or move the old "
+                                         "archive away if this cluster replaced it (e.g. after a new initdb)")
+        if seg_size is not None and ident.get("wal_segment_size") not in (None, seg_size):
+            self.conflict(name, "WAL segment size differs from the archive's", pushed_segment_size=seg_size,
+                          archive_segment_size=ident.get("wal_segment_size"))
+            raise RefusedError(f"refusing to archive {name}: segment size {seg_size} differs from the archive's "
+                               f"{ident.get('wal_segment_size')}", hint="use a new cluster name for this archive")
+        if ident.get("wal_segment_size") is None and seg_size is None:
+            return  # cannot cache a complete identity from a history file alone; the next segment will
+        cached = {"system_identifier": str(ident["system_identifier"]),
+                  "wal_segment_size": ident.get("wal_segment_size") or seg_size}
+        self.spool.cache_identity(cached)
+        self._identity_ok = cached
+
+    def _create_identity(self, sysid: int, seg_size: Optional[int]) -> Dict[str, Any]:
+        from . import __version__
+        from .manifest import iso
+        from .storage.base import PutOptions
+
+        version = None
+        try:
+            with open(os.path.join(self.datadir, "PG_VERSION"), encoding="ascii") as fh:
+                version = fh.read().strip()
+        except OSError:
+            pass
+        import socket
+
+        doc = {"system_identifier": str(sysid), "wal_segment_size": seg_size, "created_at": iso(self.ctx.clock()),
+               "server_version": version, "cluster": self.ctx.cluster, "created_by_host": socket.gethostname(),
+               "agent_version": __version__, "format": "pg-backup WAL archive v1: <TLI>/<FILE>.zst.gpg"}
+        try:
+            self.ctx.storage.put_bytes(self.archive.identity_key, (json.dumps(doc, indent=1) + "\n").encode(),
+                                       PutOptions(content_type="application/json",
+                                                  tags={"kind": "wal", "cluster": self.ctx.cluster}),
+                                       overwrite=False)
+            return doc
+        except FileExistsError:
+            self.archive._identity_read = False
+            ident = self.archive.identity()
+            return ident or doc
+
+    # conflicts --------------------------------------------------------------------------------------
+    def conflict(self, name: str, reason: str, **detail: Any) -> None:
+        """Record a refused push where health sees it (``<cluster>/wal/conflicts/``) and in the audit log."""
+        if not self.record_conflicts:
+            return
+        import secrets
+        import socket
+
+        from .audit import AuditRecord, write_local, write_remote
+        from .manifest import iso
+        from .storage.base import PutOptions
+
+        now = self.ctx.clock()
+        doc = {"name": name, "reason": reason, "recorded_at": iso(now), "host": socket.gethostname(),
+               "cluster": self.ctx.cluster, **{k: v for k, v in detail.items() if v is not None}}
+        key = (f"{self.archive.conflicts_prefix}{iso(now)[:19].replace('-', '').replace(':', '')}Z-{name}-"
+               f"{secrets.token_hex(3)}.json")
+        warnings = []
+        try:
+            self.ctx.storage.put_bytes(key, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode(),
+                                       PutOptions(content_type="application/json",
+                                                  tags={"kind": "wal", "cluster": self.ctx.cluster}),
+                                       overwrite=False)
+        except Exception as exc:  # noqa: BLE001 - the refusal itself must still be reported
+            warnings.append(f"cannot record the WAL conflict in the repository: {exc}")
+        record = AuditRecord("wal-push", ["wal-push", *self.argv], self.ctx.cluster, clock=self.ctx.clock)
+        data = record.finish(result="refused", exit_code=9, error=f"{name}: {reason}", wal_file=name,
+                             conflict_record=key, **{k: v for k, v in detail.items() if v is not None})
+        warnings.append(write_local(self.ctx.settings.audit_log_path, data))
+        warnings.append(write_remote(self.ctx.repo, data, record.started))
+        for w in warnings:
+            if w:
+                self.ctx.progress.warn(w)
+
+    # storing ----------------------------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = self.ctx.gpg.encryption_fingerprint()
+        return self._fingerprint
+
+    def push_file(self, name: str, *, lock_wait: float = LOCK_WAIT_SECONDS,
+                  require_ready: bool = False) -> Optional[PushOutcome]:
+        """Store one file of pg_wal unless the spool says it is stored. Returns None when skipped
+        (lock busy with lock_wait 0, or ``require_ready`` and PostgreSQL no longer lists it)."""
+        from .errors import StorageError
+
+        path = os.path.join(self.pg_wal, name)
+        key = self.archive.key_for(name)
+        lock = self.spool.lock(name, wait=lock_wait)
+        if lock is None:
+            if lock_wait == 0:
+                return None
+            raise StorageError(f"another pg-backup process has been storing {name} for {lock_wait:.0f} s",
+                               hint="check the resident uploader's log in the WAL spool (worker.log)")
+        with lock:
+            if require_ready and not os.path.exists(os.path.join(self.pg_wal, "archive_status", name + ".ready")):
+                return None
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                if require_ready:
+                    return None
+                from .errors import UsageError
+
+                raise UsageError(f"WAL file {path} does not exist",
+                                 hint="archive_command passes %p, relative to the data directory") from None
+            if self.spool.marker_matches(name, st):
+                return PushOutcome(name, key, "already-stored", st.st_size)
+            self.check_identity(path, name)
+            outcome = self._store(name, path, key, st)
+            # Acknowledge only what is durable: the marker comes after the storage call returned.
+            self.spool.write_marker(name, st, outcome.sha256, key, outcome.outcome)
+            return outcome
+
+    def _store(self, name: str, path: str, key: str, st: os.stat_result) -> PushOutcome:
+        from .errors import RefusedError, StorageError
+        from .storage.base import PutOptions
+        from .walarchive import META_HISTORY, META_KEY, META_SHA256, META_SIZE, META_SYSID, encode_history_meta, \
+            parse_history
+
+        enc = encode_file(path, self.ctx.gpg, self.ctx.settings.compression.level, what=f"WAL file {name}")
+        if enc.size != st.st_size:
+            raise StorageError(f"WAL file {name} changed size while it was read ({st.st_size} -> {enc.size} bytes)",
+                               hint="PostgreSQL must not modify a file it asked to archive; retry")
+        meta = {META_SHA256: enc.sha256, META_SIZE: str(enc.size), META_KEY: self.fingerprint()}
+        if self._identity_ok:
+            meta[META_SYSID] = str(self._identity_ok.get("system_identifier"))
+        if name.endswith(".history"):
+            try:
+                with open(path, encoding="utf-8", errors="replace") as fh:
+                    meta[META_HISTORY] = encode_history_meta(parse_history(fh.read()))
+            except ValueError:
+                pass  # unparsable history: stored anyway; gaps() then checks timelines separately
+        options = PutOptions(content_type="application/octet-stream", metadata=meta,
+                             tags={"kind": "wal", "cluster": self.ctx.cluster})
+        for attempt in range(3):
+            try:
+                stored = self.ctx.storage.put_stream(key, enc.chunks(), options, overwrite=False)
+                return PushOutcome(name, key, "stored", enc.size, stored, enc.sha256)
+            except FileExistsError:
+                info = self.ctx.storage.head(key)
+                if info is None:
+                    continue  # a concurrent conditional write failed after all: try again
+                existing = (info.metadata or {}).get(META_SHA256)
+                if existing == enc.sha256:
+                    return PushOutcome(name, key, "identical-already-archived", enc.size, 0, enc.sha256)
+                self.conflict(name, "different content under an archived name", existing_sha256=existing,
+                              pushed_sha256=enc.sha256, existing_object_bytes=info.size, pushed_bytes=enc.size,
+                              key=key)
+                raise RefusedError(
+                    f"refusing to overwrite {key}: the archive already holds {name} with different content "
+                    f"(SHA-256 {existing or 'unknown'} there, {enc.sha256} here)",
+                    hint="two clusters may be archiving into one prefix, or this server's WAL diverged; the "
+                         "conflict is recorded under wal/conflicts/ and health reports it until the record is removed")
+        raise StorageError(f"could not store {key}: the store kept reporting a concurrent write")
+
+
+class EncodedFile:
+    def __init__(self, blocks: List[bytes], sha256: str, size: int, stream: Any = None):
+        self._blocks = blocks
+        self.sha256 = sha256
+        self.size = size
+        self._stream = stream
+
+    def chunks(self) -> Any:
+        if self._stream is not None:
+            return self._stream()
+        return iter(self._blocks)
+
+
+def encode_file(path: str, gpg: Any, level: int, *, what: str, inline_max: int = INLINE_MAX) -> EncodedFile:
+    """zstd + OpenPGP of one WAL file with the SHA-256 of its plaintext. Files up to ``inline_max`` are
+    read once and their ciphertext kept in memory (it is at most about the file's size); larger ones
+    (segments of 128 MiB or more) are hashed first and streamed to storage in a second pass."""
+    import hashlib
+
+    size = os.path.getsize(path)
+    if size <= inline_max:
+        digest = hashlib.sha256()
+        blocks: List[bytes] = []
+        count = _encrypt_into(path, gpg, level, what, digest, blocks.append)
+        return EncodedFile(blocks, digest.hexdigest(), count)
+    digest = hashlib.sha256()
+    count = 0
+    for block in read_blocks(path):
+        digest.update(block)
+        count += len(block)
+
+    def stream() -> Any:
+        import queue
+
+        q: "queue.Queue[Optional[bytes]]" = queue.Queue(maxsize=8)
+        import threading
+
+        errors: List[BaseException] = []
+
+        def work() -> None:
+            try:
+                again = hashlib.sha256()
+                n = _encrypt_into(path, gpg, level, what, again, q.put)
+                if n != count or again.hexdigest() != digest.hexdigest():
+                    raise RuntimeError(f"{what} changed while it was archived")
+            except BaseException as exc:  # re-raised in the consumer
+                errors.append(exc)
+            finally:
+                q.put(None)
+
+        t = threading.Thread(target=work, daemon=True)
+        t.start()
+        while True:
+            block = q.get()
+            if block is None:
+                break
+            yield block
+        t.join()
+        if errors:
+            raise errors[0]
+
+    return EncodedFile([], digest.hexdigest(), count, stream)
+
+
+def read_blocks(path: str, size: int = 1 << 20) -> Any:
+    with open(path, "rb", buffering=0) as fh:
+        while True:
+            block = fh.read(size)
+            if not block:
+                return
+            yield block
+
+
+def _encrypt_into(path: str, gpg: Any, level: int, what: str, digest: Any, sink: Any) -> int:
+    """Read ``path``, hash it, compress it into a gpg process and hand the ciphertext to ``sink``."""
+    import threading
+
+    import zstandard
+
+    enc = gpg.start_encrypt()
+    errors: List[BaseException] = []
+    count = [0]
+
+    def feed() -> None:
+        try:
+            cobj = zstandard.ZstdCompressor(level=level).compressobj(size=os.path.getsize(path))
+            out = enc.stdin
+            for block in read_blocks(path):
+                digest.update(block)
+                count[0] += len(block)
+                out.write(cobj.compress(block))
+            out.write(cobj.flush())
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            try:
+                enc.stdin.close()
+            except OSError:
+                pass
+
+    t = threading.Thread(target=feed, daemon=True)
+    t.start()
+    done = False
+    try:
+        fd = enc.stdout.fileno()
+        while True:
+            block = os.read(fd, 1 << 20)
+            if not block:
+                break
+            sink(block)
+        t.join()
+        if errors:
+            if isinstance(errors[0], BrokenPipeError):
+                enc.finish(what)
+            raise errors[0]
+        enc.finish(what)
+        done = True
+    finally:
+        if not done:
+            enc.kill()
+            t.join(timeout=30)
+    return count[0]
+
+
+def wal_push(ctx: Any, path: str, *, config_path: Optional[str] = None) -> Result:
+    """archive_command: store ``path`` (and other .ready files) durably; see the module docstring."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .errors import UsageError
+    from .walarchive import WalNameError, parse_wal_name
+
+    name = os.path.basename(path)
+    try:
+        parse_wal_name(name)
+    except WalNameError as exc:
+        raise UsageError(f"wal-push: {exc}", hint="archive_command must pass %p") from None
+    abspath = os.path.abspath(path)
+    pg_wal = os.path.dirname(abspath)
+    spool = Spool.for_settings(ctx.settings)
+    write_fast_settings(config_path, ctx.settings, spool)
+    pusher = Pusher(ctx, spool, pg_wal, argv=[path])
+    t0 = time.monotonic()
+    parallel = ctx.settings.wal.push_parallel
+    others = [n for n in ready_files(pg_wal) if n != name][:max(parallel - 1, 0)] if parallel > 1 else []
+    batch: List[PushOutcome] = []
+    if others:
+        # The requested file first, the others beside it; each takes its own lock without waiting
+        # (a busy one is being stored by someone else), and failures among them only warn.
+        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="wal-push") as pool:
+            main = pool.submit(pusher.push_file, name)
+            side = [(n, pool.submit(pusher.push_file, n, lock_wait=0, require_ready=True)) for n in others]
+            for n, fut in side:
+                try:
+                    res = fut.result()
+                    if res is not None:
+                        batch.append(res)
+                except Exception as exc:  # noqa: BLE001 - PostgreSQL will ask for it and see the error then
+                    ctx.progress.warn(f"{n} was not stored ahead of time: {exc}")
+            outcome = main.result()
+    else:
+        outcome = pusher.push_file(name)
+    assert outcome is not None
+    elapsed = time.monotonic() - t0
+    # Keep a resident uploader working ahead of PostgreSQL, so its next calls take the fast path.
+    start_uploader(ctx, config_path, pg_wal)
+    if spool_needs_tidy(spool):
+        spool.tidy_markers(pg_wal)
+    verb = {"stored": "stored", "already-stored": "already stored",
+            "identical-already-archived": "already archived with identical content"}[outcome.outcome]
+    result: Result = {"wal_file": name, "key": outcome.key, "outcome": outcome.outcome, "bytes": outcome.size,
+                      "stored_bytes": outcome.stored, "seconds": round(elapsed, 3),
+                      "ahead": [o.as_dict() for o in batch]}
+    if not ctx.progress.quiet:
+        extra = f" (+{len(batch)} ahead)" if batch else ""
+        result["_text"] = [f"{name}: {verb}{extra} in {elapsed:.2f} s"]
+    else:
+        result["_text"] = []
+    return result
+
+
+def run_wal_command(fn: Any) -> Result:
+    """Run wal-push/wal-fetch; a signal ends it with exit 5 (< 128) instead of 130: PostgreSQL treats
+    a restore_command exit above 125 as fatal to recovery, and an archive_command one as a crash."""
+    from .errors import Interrupted, StorageError
+
+    try:
+        return fn()
+    except (Interrupted, KeyboardInterrupt) as exc:
+        text = str(exc) if isinstance(exc, Interrupted) else "interrupted"
+        raise StorageError(f"{text.split(';')[0]}; nothing was acknowledged",
+                           hint="PostgreSQL retries the file") from None
+
+
+def spool_needs_tidy(spool: Spool) -> bool:
+    try:
+        return len(os.listdir(spool.pushed)) > 256
+    except OSError:
+        return False
+
+
+# =================================================================================================
+# The resident uploader
+
+def _worker_command(kind: str, config_path: str, *extra: str) -> List[str]:
+    return [sys.executable, "-m", "pg_backup.wal", kind, config_path, *extra]
+
+
+def _spawn(argv: List[str], spool: Spool) -> None:
+    import subprocess
+
+    log = os.path.join(spool.root, "worker.log")
+    try:
+        if os.path.getsize(log) > (4 << 20):
+            os.replace(log, log + ".1")
+    except OSError:
+        pass
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True,
+                         close_fds=True, cwd="/")
+    finally:
+        os.close(fd)
+
+
+def start_uploader(ctx: Any, config_path: Optional[str], pg_wal: str) -> bool:
+    """Start the resident uploader for ``pg_wal`` unless one runs (or no configuration file is known)."""
+    if not config_path:
+        return False
+    spool = Spool.for_settings(ctx.settings)
+    if is_locked(os.path.join(spool.root, "uploader.lock")):
+        return False
+    _spawn(_worker_command("_upload", os.path.abspath(config_path), pg_wal), spool)
+    return True
+
+
+def _postmaster_alive(datadir: str) -> bool:
+    try:
+        with open(os.path.join(datadir, "postmaster.pid"), encoding="ascii") as fh:
+            pid = int(fh.readline().strip())
+        os.kill(pid, 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _log(message: str) -> None:
+    sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} [{os.getpid()}] {message}\n")
+    sys.stderr.flush()
+
+
+def run_uploader(ctx: Any, pg_wal: str, *, idle_seconds: float = UPLOADER_IDLE_SECONDS) -> int:
+    """Drain .ready files ahead of PostgreSQL until idle or the postmaster is gone. Returns files stored."""
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    spool = Spool.for_settings(ctx.settings)
+    lock = FileLock.acquire(os.path.join(spool.root, "uploader.lock"), 0)
+    if lock is None:
+        return 0
+    stored = 0
+    datadir = datadir_of(pg_wal)
+    pusher = Pusher(ctx, spool, pg_wal, record_conflicts=False)
+    parallel = max(ctx.settings.wal.push_parallel, 1)
+    failed: Dict[str, float] = {}
+    last_work = time.monotonic()
+    _log(f"uploader started for {pg_wal} ({parallel} at once)")
+    with lock, ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="wal-upload") as pool:
+        running: Dict[str, Any] = {}
+        while True:
+            for n, fut in list(running.items()):
+                if fut.done():
+                    del running[n]
+                    try:
+                        res = fut.result()
+                        if res is not None and res.outcome != "already-stored":
+                            stored += 1
+                    except Exception as exc:  # noqa: BLE001 - PostgreSQL's own call reports it
+                        failed[n] = time.monotonic()
+                        _log(f"{n}: {exc}")
+            now = time.monotonic()
+            todo = []
+            for n in ready_files(pg_wal):
+                if n in running or now - failed.get(n, -1e9) < FAILED_RETRY_SECONDS:
+                    continue
+                try:
+                    if spool.marker_matches(n, os.stat(os.path.join(pg_wal, n))):
+                        continue
+                except OSError:
+                    continue
+                todo.append(n)
+            for n in todo[:max(parallel - len(running), 0)]:
+                running[n] = pool.submit(pusher.push_file, n, lock_wait=0, require_ready=True)
+            if running or todo:
+                last_work = now
+            elif now - last_work > idle_seconds:
+                break
+            if not _postmaster_alive(datadir):
+                _log("postmaster is gone")
+                break
+            if running:
+                wait(list(running.values()), timeout=UPLOADER_POLL_SECONDS * 4, return_when="FIRST_COMPLETED")
+            else:
+                time.sleep(UPLOADER_POLL_SECONDS)
+        for fut in running.values():
+            try:
+                fut.result()
+            except Exception:  # noqa: BLE001
+                pass
+    _log(f"uploader exits after storing {stored} file(s)")
+    return stored
+
+
+# =================================================================================================
+# Fetching
+
+def _decrypt_to(ctx: Any, key: str, fingerprint: str, sha256: Optional[str], size: Optional[int], dest: str,
+                what: str) -> None:
+    """Decrypt the object into ``dest`` atomically (temp file beside it, renamed after verification)."""
+    import hashlib
+
+    from .errors import IntegrityError, StorageError
+    from .pipeline import iter_plaintext
+
+    directory = os.path.dirname(os.path.abspath(dest))
+    tmp = os.path.join(directory, f".{os.path.basename(dest)}.pgb-tmp-{os.getpid()}")
+    digest = hashlib.sha256()
+    count = 0
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise StorageError(f"cannot write {tmp}: {exc.strerror}") from None
+    ok = False
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for block in iter_plaintext(ctx.storage, key, ctx.gpg, fingerprint, what=what):
+                digest.update(block)
+                count += len(block)
+                out.write(block)
+        if size is not None and count != size:
+            raise IntegrityError(f"{what}: decrypted {count} bytes, the archive recorded {size}")
+        if sha256 and digest.hexdigest() != sha256:
+            raise IntegrityError(f"{what}: SHA-256 {digest.hexdigest()} differs from the archive's {sha256}")
+        os.rename(tmp, dest)
+        ok = True
+    finally:
+        if not ok:
+            _unlink(tmp)
+
+
+def _serve_prefetched(spool: Spool, name: str, info: Any, dest: str) -> bool:
+    """Move a prefetched copy into place if it still matches the archive's object; else drop it."""
+    import hashlib
+
+    from .walarchive import META_SHA256
+
+    path = os.path.join(spool.prefetch, name)
+    record_path = path + ".json"
+    try:
+        with open(record_path, "rb") as fh:
+            record = json.loads(fh.read())
+    except (OSError, ValueError):
+        _unlink(path)
+        _unlink(record_path)
+        return False
+    meta = info.metadata or {}
+    good = (record.get("sha256") == meta.get(META_SHA256) and record.get("object_size") == info.size)
+    if good:
+        digest = hashlib.sha256()
+        try:
+            for block in read_blocks(path):
+                digest.update(block)
+        except OSError:
+            good = False
+        good = good and digest.hexdigest() == record.get("sha256")
+    if good:
+        try:
+            os.rename(path, dest)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                good = False
+            else:  # another filesystem: copy beside the target, then rename
+                import shutil
+
+                tmp = os.path.join(os.path.dirname(os.path.abspath(dest)), f".{os.path.basename(dest)}.pgb-tmp")
+                try:
+                    shutil.copyfile(path, tmp)
+                    os.rename(tmp, dest)
+                except OSError:
+                    _unlink(tmp)
+                    good = False
+    _unlink(path)
+    _unlink(record_path)
+    return good
+
+
+def wal_fetch(ctx: Any, name: str, dest: str, *, config_path: Optional[str] = None) -> Result:
+    """restore_command: write archived ``name`` to ``dest``; exit 7 if the archive does not hold it."""
+    from .errors import IntegrityError, NotFoundError, UsageError
+    from .walarchive import META_KEY, META_SHA256, META_SIZE, WalArchive, WalNameError, parse_wal_name
+
+    t0 = time.monotonic()
+    try:
+        w = parse_wal_name(name)
+    except WalNameError as exc:
+        raise UsageError(f"wal-fetch: {exc}", hint="restore_command must pass %f and %p") from None
+    spool = Spool.for_settings(ctx.settings)
+    write_fast_settings(config_path, ctx.settings, spool)
+    archive = WalArchive(ctx.storage, ctx.cluster)
+    key = archive.key_for(name)
+    info = ctx.storage.head(key)
+    if info is None:
+        _unlink(os.path.join(spool.prefetch, name))
+        _unlink(os.path.join(spool.prefetch, name + ".json"))
+        raise NotFoundError(f"WAL file {name} is not in the archive {ctx.repo.location}wal/",
+                            hint="this is normal at the end of the archived WAL")
+    meta = info.metadata or {}
+    source = "archive"
+    if os.path.exists(os.path.join(spool.prefetch, name)) and _serve_prefetched(spool, name, info, dest):
+        source = "prefetched"
+    else:
+        fingerprint = meta.get(META_KEY)
+        if not fingerprint:
+            raise IntegrityError(f"{key} has no pgb-key metadata: it was not stored by pg-backup wal-push")
+        size = int(meta[META_SIZE]) if meta.get(META_SIZE, "").isdigit() else None
+        _decrypt_to(ctx, key, fingerprint, meta.get(META_SHA256), size, dest, f"WAL file {name}")
+    if w.kind == "segment" and ctx.settings.wal.fetch_prefetch > 0 and config_path:
+        request_prefetch(ctx, spool, config_path, name)
+    elapsed = time.monotonic() - t0
+    return {"wal_file": name, "dest": dest, "source": source, "bytes": info.size, "seconds": round(elapsed, 3),
+            "_text": [] if ctx.progress.quiet else [f"{name}: restored from the {source} in {elapsed:.2f} s"]}
+
+
+def request_prefetch(ctx: Any, spool: Spool, config_path: str, name: str) -> None:
+    _atomic_write(os.path.join(spool.prefetch, "want"), name.encode())
+    if not is_locked(os.path.join(spool.root, "prefetcher.lock")):
+        _spawn(_worker_command("_prefetch", os.path.abspath(config_path)), spool)
+
+
+def run_prefetcher(ctx: Any, *, idle_seconds: float = PREFETCH_IDLE_SECONDS) -> int:
+    """Keep the ``wal.fetch_prefetch`` segments after the last served one in the spool. Returns files fetched."""
+    from .errors import PgBackupError
+    from .walarchive import META_KEY, META_SHA256, META_SIZE, WalArchive, next_segment, parse_wal_name
+
+    spool = Spool.for_settings(ctx.settings)
+    lock = FileLock.acquire(os.path.join(spool.root, "prefetcher.lock"), 0)
+    if lock is None:
+        return 0
+    archive = WalArchive(ctx.storage, ctx.cluster)
+    size = archive.segment_size()
+    depth = ctx.settings.wal.fetch_prefetch
+    fetched = 0
+    last_want, last_change = None, time.monotonic()
+    missing_until: Dict[str, float] = {}
+    with lock:
+        while True:
+            try:
+                with open(os.path.join(spool.prefetch, "want"), "rb") as fh:
+                    want = fh.read().decode().strip()
+            except OSError:
+                want = ""
+            now = time.monotonic()
+            if want != last_want:
+                last_want, last_change = want, now
+            elif now - last_change > idle_seconds:
+                break
+            if not want:
+                time.sleep(0.2)
+                continue
+            # Drop what recovery has passed.
+            try:
+                w_want = parse_wal_name(want)
+                for entry in os.listdir(spool.prefetch):
+                    base = entry[:-5] if entry.endswith(".json") else entry
+                    if _SEGMENT_ONLY_RE.match(base) and base[8:] <= want[8:]:
+                        _unlink(os.path.join(spool.prefetch, entry))
+            except (OSError, ValueError):
+                continue
+            did = False
+            name = want
+            for _ in range(depth):
+                name = next_segment(name, size)
+                path = os.path.join(spool.prefetch, name)
+                if os.path.exists(path) or missing_until.get(name, 0) > now:
+                    continue
+                key = archive.key_for(name)
+                try:
+                    info = ctx.storage.head(key)
+                    if info is None:
+                        missing_until[name] = now + 1.0
+                        break
+                    meta = info.metadata or {}
+                    _decrypt_to(ctx, key, meta.get(META_KEY, ""), meta.get(META_SHA256),
+                                int(meta[META_SIZE]) if meta.get(META_SIZE, "").isdigit() else None,
+                                path, f"WAL file {name}")
+                    _atomic_write(path + ".json", json.dumps({
+                        "sha256": meta.get(META_SHA256), "object_size": info.size, "key": key}).encode())
+                    fetched += 1
+                    did = True
+                except PgBackupError as exc:
+                    _log(f"prefetch of {name} failed: {exc}")
+                    missing_until[name] = now + 5.0
+                    break
+                if w_want.timeline != parse_wal_name(name).timeline:
+                    break
+            if not did:
+                time.sleep(0.1)
+    return fetched
+
+
+# =================================================================================================
+# Background entry point: python -m pg_backup.wal _upload CONFIG PG_WAL | _prefetch CONFIG
+
+def _worker_main(argv: List[str]) -> int:
+    from . import config as config_mod
+    from .context import Context
+    from .errors import PgBackupError
+    from .progress import Progress
+
+    if len(argv) < 2 or argv[0] not in ("_upload", "_prefetch"):
+        sys.stderr.write("usage: python -m pg_backup.wal _upload CONFIG PG_WAL | _prefetch CONFIG\n")
+        return 2
+    try:
+        settings = config_mod.load(argv[1])
+        ctx = Context(settings, Progress(quiet=True))
+        try:
+            if argv[0] == "_upload":
+                run_uploader(ctx, argv[2])
+            else:
+                run_prefetcher(ctx)
+        finally:
+            ctx.close()
+    except PgBackupError as exc:
+        _log(f"{argv[0]} stopped: {exc}")
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - the resident processes
+    raise SystemExit(_worker_main(sys.argv[1:]))
