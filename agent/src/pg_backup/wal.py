@@ -65,7 +65,8 @@ Result = Dict[str, Any]
 #   prefetch/want          the last name wal-fetch served (the prefetcher works ahead of it)
 #   locks/stripe-NN        flock stripes serialising work on one file name
 #   identity.json          the archive identity verified against archive.json
-#   uploader.lock / prefetcher.lock   held by the resident processes; worker.log their messages
+#   uploader-<crc>.lock    held by the resident uploader of one pg_wal directory
+#   prefetcher.lock        held by the prefetcher; worker.log: the resident processes' messages
 
 def file_identity(st: os.stat_result) -> List[int]:
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
@@ -154,6 +155,12 @@ class Spool:
     # locks -----------------------------------------------------------------------------------------
     def lock(self, name: str, *, wait: float = LOCK_WAIT_SECONDS) -> Optional["FileLock"]:
         return FileLock.acquire(stripe_path(self.locks, name), wait)
+
+
+def uploader_lock_path(spool: "Spool", pg_wal: str) -> str:
+    import zlib
+
+    return os.path.join(spool.root, f"uploader-{zlib.crc32(os.path.abspath(pg_wal).encode()):08x}.lock")
 
 
 def stripe_path(locks_dir: str, name: str) -> str:
@@ -411,7 +418,7 @@ def _fast_push(fast: Dict[str, Any], path: str, pickup_seconds: float = 2.0) -> 
     st = os.stat(path)
     if spool.marker_matches(name, st):
         return 0
-    if not is_locked(os.path.join(spool.root, "uploader.lock")):
+    if not is_locked(uploader_lock_path(spool, os.path.dirname(os.path.abspath(path)))):
         return None
     # The resident uploader runs: it picks the file up within its poll interval. Wait while it stores
     # it (it holds the file's lock stripe meanwhile), then look again. Acknowledged only if the
@@ -957,7 +964,7 @@ def start_uploader(ctx: Any, config_path: Optional[str], pg_wal: str) -> bool:
     if not config_path:
         return False
     spool = Spool.for_settings(ctx.settings)
-    if is_locked(os.path.join(spool.root, "uploader.lock")):
+    if is_locked(uploader_lock_path(spool, pg_wal)):
         return False
     _spawn(_worker_command("_upload", os.path.abspath(config_path), pg_wal), spool)
     return True
@@ -983,7 +990,7 @@ def run_uploader(ctx: Any, pg_wal: str, *, idle_seconds: float = UPLOADER_IDLE_S
     from concurrent.futures import ThreadPoolExecutor, wait
 
     spool = Spool.for_settings(ctx.settings)
-    lock = FileLock.acquire(os.path.join(spool.root, "uploader.lock"), 0)
+    lock = FileLock.acquire(uploader_lock_path(spool, pg_wal), 0)
     if lock is None:
         return 0
     stored = 0
