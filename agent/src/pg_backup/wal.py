@@ -451,6 +451,20 @@ def _fast_fetch(fast: Dict[str, Any], name: str, dest: str) -> Optional[int]:
     return 7
 
 
+def console_main() -> int:
+    """The ``pg-backup`` console script. PostgreSQL runs it once per WAL file, so the common
+    wal-push/wal-fetch answers come from :func:`fast_main` before the CLI (argparse, YAML,
+    configuration schema, storage and crypto modules: about 100 ms of imports) is loaded at all."""
+    argv = sys.argv[1:]
+    if "wal-push" in argv or "wal-fetch" in argv:
+        fast = fast_main(argv)
+        if fast is not None:
+            return fast
+    from .cli import main
+
+    return main(argv)
+
+
 # =================================================================================================
 # Reading identities from PostgreSQL's own files
 

@@ -5,22 +5,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from conftest import AGENT_BIN, PgCluster, free_port, make_pg_dir, run_pg
+from pgb_health_support import wait_for
 
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.2, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+__all__ = ["wait_for"]
 
 
 def push_command(cfg: str) -> str:
