@@ -171,6 +171,10 @@ class WalSettings:
     archive_timeout_seconds: int = opt(60, "PostgreSQL archive_timeout (set by the wal_archiving role from the RPO "
                                        "target); health warns when the newest archived WAL is older than "
                                        "health.wal_age_factor times this.", minimum=1, maximum=3600)
+    uploader_idle_seconds: int = opt(60, "A wal-push starts a resident uploader that stores .ready files ahead of "
+                                     "PostgreSQL (its later calls then return at once); it exits after this many "
+                                     "idle seconds or when the postmaster is gone. 0 turns it off.",
+                                     minimum=0, maximum=3600)
 
 
 @dataclass

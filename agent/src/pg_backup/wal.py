@@ -49,7 +49,6 @@ _SEGMENT_ONLY_RE = re.compile(r"^[0-9A-F]{24}$")
 LOCK_STRIPES = 64
 LOCK_WAIT_SECONDS = 600.0
 XLP_LONG_HEADER = 0x0002
-UPLOADER_IDLE_SECONDS = 60.0
 UPLOADER_POLL_SECONDS = 0.05
 PREFETCH_IDLE_SECONDS = 60.0
 INLINE_MAX = 64 << 20          # files up to this size are encrypted in memory in one pass
@@ -975,7 +974,7 @@ def _spawn(argv: List[str], spool: Spool) -> None:
 
 def start_uploader(ctx: Any, config_path: Optional[str], pg_wal: str) -> bool:
     """Start the resident uploader for ``pg_wal`` unless one runs (or no configuration file is known)."""
-    if not config_path:
+    if not config_path or ctx.settings.wal.uploader_idle_seconds <= 0:
         return False
     spool = Spool.for_settings(ctx.settings)
     if is_locked(uploader_lock_path(spool, pg_wal)):
@@ -999,10 +998,12 @@ def _log(message: str) -> None:
     sys.stderr.flush()
 
 
-def run_uploader(ctx: Any, pg_wal: str, *, idle_seconds: float = UPLOADER_IDLE_SECONDS) -> int:
+def run_uploader(ctx: Any, pg_wal: str, *, idle_seconds: Optional[float] = None) -> int:
     """Drain .ready files ahead of PostgreSQL until idle or the postmaster is gone. Returns files stored."""
     from concurrent.futures import ThreadPoolExecutor, wait
 
+    if idle_seconds is None:
+        idle_seconds = float(ctx.settings.wal.uploader_idle_seconds)
     spool = Spool.for_settings(ctx.settings)
     lock = FileLock.acquire(uploader_lock_path(spool, pg_wal), 0)
     if lock is None:
