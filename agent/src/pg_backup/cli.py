@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--keep-archiving", action="store_true",
                     help="leave archive_command as restored (for replacing production); default turns archiving "
                          "off so a scratch restore never archives into the production prefix")
+    pt.add_argument("--tablespace-map", action="append", default=[], metavar="OLD=NEW",
+                    help="restore the tablespace at OLD (its original location, name or oid) into NEW (repeatable); "
+                         "default: the original location if it is free")
 
     dr = sub.add_parser("drill", parents=[common],
                         help="disaster-recovery drill: restore the latest state on a scratch port, check it, "
@@ -189,14 +192,23 @@ def cmd_backup(ctx: Context, args: argparse.Namespace) -> Result:
 
 
 def cmd_list(ctx: Context, args: argparse.Namespace) -> Result:
-    manifests = [m for m in ctx.repo.manifests() if not args.tier or m.tier == args.tier]
+    from .pitr import recoverable_window
+
+    every = ctx.repo.manifests()
+    manifests = [m for m in every if not args.tier or m.tier == args.tier]
     lines = [f"{'BACKUP ID':<38} {'TIER':<8} {'STARTED (UTC)':<20} {'DBS':>3} {'STORED':>10}  KEY"]
     for m in manifests:
         lines.append(f"{m.backup_id:<38} {m.tier:<8} {m.started:%Y-%m-%d %H:%M:%S} {len(m.databases):>4} "
                      f"{human_bytes(m.stored_bytes):>10}  {m.encryption.fingerprint}")
     if not manifests:
         lines = [f"no backups in {ctx.repo.location}"]
-    return {"repository": ctx.repo.location, "backups": [m.summary() for m in manifests], "_text": lines}
+    window = recoverable_window(ctx, every) if any(m.kind == "physical" for m in every) else None
+    if window is not None:
+        lines.append(f"point-in-time recovery window: {window.describe()}")
+    elif any(m.kind == "physical" for m in every):
+        lines.append("point-in-time recovery window: none (no physical backup has its WAL in the archive)")
+    return {"repository": ctx.repo.location, "backups": [m.summary() for m in manifests],
+            "recoverable_window": window.to_dict() if window else None, "_text": lines}
 
 
 def cmd_show(ctx: Context, args: argparse.Namespace) -> Result:

@@ -181,8 +181,11 @@ class WalSettings:
 class PhysicalSettings:
     checkpoint: str = opt("spread", "Checkpoint mode of base backups: spread (gentle on a busy primary) or fast "
                           "(start at once).", choices=("spread", "fast"))
-    max_rate_kib: int = opt(0, "Throttle base backups to this many KiB/s (pg_basebackup --max-rate); 0 means "
-                            "unthrottled.", minimum=0, maximum=1 << 30)
+    max_rate_kib: int = opt(0, "Throttle base backups to this many KiB/s (the server's MAX_RATE, 32 or more); 0 "
+                            "means unthrottled.", minimum=0, maximum=1048576)
+    wal_wait_seconds: int = opt(300, "After the base backup, wait this long for its last WAL segment to reach the "
+                                "archive; the backup is committed only once it is there (without it the backup "
+                                "cannot be restored).", minimum=1, maximum=86400)
 
 
 @dataclass

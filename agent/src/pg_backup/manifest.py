@@ -9,7 +9,7 @@ import dataclasses
 import datetime as dt
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from .errors import IntegrityError
 
@@ -31,6 +31,16 @@ def make_backup_id(started: dt.datetime, kind: str, tier: str, sequence: int = 0
     """Sortable, human-readable ids: 20261125T020000Z-logical-daily (a -N suffix on a clash)."""
     base = f"{started.astimezone(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{kind}-{tier}"
     return f"{base}-{sequence}" if sequence else base
+
+
+def allocate_backup_id(exists: Callable[[str], bool], started: dt.datetime, kind: str, tier: str) -> str:
+    """The first id for this start time that ``exists`` does not know yet."""
+    sequence = 0
+    backup_id = make_backup_id(started, kind, tier)
+    while exists(backup_id):
+        sequence += 1
+        backup_id = make_backup_id(started, kind, tier, sequence)
+    return backup_id
 
 
 @dataclass
@@ -92,6 +102,11 @@ class Manifest:
     stop_wal: Optional[str] = None
     wal_segment_size: Optional[int] = None
     tablespaces: List[Dict[str, Any]] = field(default_factory=list)
+    # Upper bounds of a physical backup's consistency point, read from the server right after
+    # pg_backup_stop: the server's clock and its next transaction id. A recovery target after them
+    # can start from this backup (time: stop_time < target; xid: next_xid <= target).
+    stop_time: Optional[str] = None
+    next_xid: Optional[int] = None
     notes: List[str] = field(default_factory=list)
     extra: Dict[str, Any] = field(default_factory=dict)
     schema_version: int = MANIFEST_SCHEMA_VERSION
@@ -135,13 +150,18 @@ class Manifest:
 
     def summary(self) -> Dict[str, Any]:
         """The compact form used by ``list --json``."""
-        return {
+        doc = {
             "backup_id": self.backup_id, "kind": self.kind, "tier": self.tier, "cluster": self.cluster,
             "started_at": self.started_at, "finished_at": self.finished_at,
             "stored_bytes": self.stored_bytes, "raw_bytes": self.raw_bytes,
             "databases": [d.name for d in self.databases], "server_version": self.server_version,
             "key_fingerprint": self.encryption.fingerprint, "encryption_mode": self.encryption.mode,
         }
+        if self.kind == "physical":
+            doc.update(timeline=self.timeline, start_lsn=self.start_lsn, stop_lsn=self.stop_lsn,
+                       start_wal=self.start_wal, stop_wal=self.stop_wal, stop_time=self.stop_time,
+                       tablespaces=[t.get("name") for t in self.tablespaces])
+        return doc
 
     @classmethod
     def from_json(cls, data: bytes, *, source: str = "manifest") -> "Manifest":

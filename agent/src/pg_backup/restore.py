@@ -77,6 +77,9 @@ def run_restore(ctx: Context, backup_id: str, *, database: Optional[str], target
         raise UsageError("--jobs must be at least 1")
     t0 = time.monotonic()
     manifest = ctx.repo.load_manifest(backup_id)
+    if manifest.kind != "logical":
+        raise UsageError(f"backup {backup_id} is a {manifest.kind} base backup, not a logical one; nothing was changed",
+                         hint=f"recover it with 'pg-backup pitr --backup-id {backup_id} --data-dir DIR ...'")
     db = find_backup_database(manifest, database)
     target = target or db.name
     if len(target.encode()) > MAX_IDENTIFIER:
