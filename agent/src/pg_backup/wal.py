@@ -890,12 +890,18 @@ def wal_push(ctx: Any, path: str, *, config_path: Optional[str] = None) -> Resul
     write_fast_settings(config_path, ctx.settings, spool)
     pusher = Pusher(ctx, spool, pg_wal, argv=[path])
     t0 = time.monotonic()
+    # A resident uploader stores the other .ready files (and later ones) ahead of PostgreSQL, so its
+    # next calls take the fast path. Started before anything else here: forked while this process
+    # still runs a single thread.
+    uploader = start_uploader(ctx, config_path, pg_wal) or (
+        ctx.settings.wal.uploader_idle_seconds > 0 and is_locked(uploader_lock_path(spool, pg_wal)))
     parallel = ctx.settings.wal.push_parallel
-    others = [n for n in ready_files(pg_wal) if n != name][:max(parallel - 1, 0)] if parallel > 1 else []
+    others = [n for n in ready_files(pg_wal) if n != name][:max(parallel - 1, 0)] if parallel > 1 and not uploader \
+        else []
     batch: List[PushOutcome] = []
     if others:
-        # The requested file first, the others beside it; each takes its own lock without waiting
-        # (a busy one is being stored by someone else), and failures among them only warn.
+        # Without an uploader: the requested file first, the others beside it; each takes its own lock
+        # without waiting (a busy one is being stored by someone else), and failures among them only warn.
         with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="wal-push") as pool:
             main = pool.submit(pusher.push_file, name)
             side = [(n, pool.submit(pusher.push_file, n, lock_wait=0, require_ready=True)) for n in others]
@@ -911,8 +917,6 @@ def wal_push(ctx: Any, path: str, *, config_path: Optional[str] = None) -> Resul
         outcome = pusher.push_file(name)
     assert outcome is not None
     elapsed = time.monotonic() - t0
-    # Keep a resident uploader working ahead of PostgreSQL, so its next calls take the fast path.
-    start_uploader(ctx, config_path, pg_wal)
     if spool_needs_tidy(spool):
         spool.tidy_markers(pg_wal)
     verb = {"stored": "stored", "already-stored": "already stored",
@@ -955,15 +959,9 @@ def _worker_command(kind: str, config_path: str, *extra: str) -> List[str]:
     return [sys.executable, "-m", "pg_backup.wal", kind, config_path, *extra]
 
 
-def _spawn(argv: List[str], spool: Spool) -> None:
+def _spawn(argv: List[str], log: str) -> None:
     import subprocess
 
-    log = os.path.join(spool.root, "worker.log")
-    try:
-        if os.path.getsize(log) > (4 << 20):
-            os.replace(log, log + ".1")
-    except OSError:
-        pass
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True,
@@ -972,15 +970,79 @@ def _spawn(argv: List[str], spool: Spool) -> None:
         os.close(fd)
 
 
+def start_worker(ctx: Any, spool: Spool, kind: str, lock_path: str, config_path: Optional[str],
+                 *args: str) -> bool:
+    """Start a resident worker (``_upload`` or ``_prefetch``) unless one holds ``lock_path``.
+
+    Forked from this process when it runs no other thread (the worker starts at once, with every
+    module already imported); otherwise a fresh ``python -m pg_backup.wal`` (needs the config path).
+    Either way it is detached (own session, stdio to the spool's worker.log), so PostgreSQL's
+    archiver or startup process never waits for it."""
+    import threading
+
+    if is_locked(lock_path):
+        return False
+    log = _rotate_worker_log(spool)
+    if threading.active_count() > 1:
+        if not config_path:
+            return False
+        _spawn(_worker_command(kind, os.path.abspath(config_path), *args), log)
+        return True
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)           # the intermediate child exits at once
+        return True
+    try:                             # pragma: no cover - runs in the detached worker
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        null = os.open(os.devnull, os.O_RDONLY)
+        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.close(null)
+        os.close(out)
+        _run_worker(kind, ctx.settings, ctx.clock, *args)
+    except BaseException as exc:  # noqa: BLE001
+        try:
+            _log(f"{kind} failed: {exc.__class__.__name__}: {exc}")
+        except Exception:  # noqa: BLE001
+            pass
+    finally:
+        os._exit(0)
+
+
+def _rotate_worker_log(spool: Spool) -> str:
+    log = os.path.join(spool.root, "worker.log")
+    try:
+        if os.path.getsize(log) > (4 << 20):
+            os.replace(log, log + ".1")
+    except OSError:
+        pass
+    return log
+
+
+def _run_worker(kind: str, settings: Any, clock: Any, *args: str) -> None:
+    from .context import Context
+    from .progress import Progress
+
+    ctx = Context(settings, Progress(quiet=True), clock=clock)
+    try:
+        if kind == "_upload":
+            run_uploader(ctx, args[0])
+        else:
+            run_prefetcher(ctx)
+    finally:
+        ctx.close()
+
+
 def start_uploader(ctx: Any, config_path: Optional[str], pg_wal: str) -> bool:
-    """Start the resident uploader for ``pg_wal`` unless one runs (or no configuration file is known)."""
-    if not config_path or ctx.settings.wal.uploader_idle_seconds <= 0:
+    """Start the resident uploader for ``pg_wal`` unless it is off or one runs already."""
+    if ctx.settings.wal.uploader_idle_seconds <= 0:
         return False
     spool = Spool.for_settings(ctx.settings)
-    if is_locked(uploader_lock_path(spool, pg_wal)):
-        return False
-    _spawn(_worker_command("_upload", os.path.abspath(config_path), pg_wal), spool)
-    return True
+    return start_worker(ctx, spool, "_upload", uploader_lock_path(spool, pg_wal), config_path, pg_wal)
 
 
 def _postmaster_alive(datadir: str) -> bool:
@@ -1174,17 +1236,16 @@ def wal_fetch(ctx: Any, name: str, dest: str, *, config_path: Optional[str] = No
             raise IntegrityError(f"{key} has no pgb-key metadata: it was not stored by pg-backup wal-push")
         size = int(meta[META_SIZE]) if meta.get(META_SIZE, "").isdigit() else None
         _decrypt_to(ctx, key, fingerprint, meta.get(META_SHA256), size, dest, f"WAL file {name}")
-    if w.kind == "segment" and ctx.settings.wal.fetch_prefetch > 0 and config_path:
+    if w.kind == "segment" and ctx.settings.wal.fetch_prefetch > 0:
         request_prefetch(ctx, spool, config_path, name)
     elapsed = time.monotonic() - t0
     return {"wal_file": name, "dest": dest, "source": source, "bytes": info.size, "seconds": round(elapsed, 3),
             "_text": [] if ctx.progress.quiet else [f"{name}: restored from the {source} in {elapsed:.2f} s"]}
 
 
-def request_prefetch(ctx: Any, spool: Spool, config_path: str, name: str) -> None:
+def request_prefetch(ctx: Any, spool: Spool, config_path: Optional[str], name: str) -> None:
     _atomic_write(os.path.join(spool.prefetch, "want"), name.encode())
-    if not is_locked(os.path.join(spool.root, "prefetcher.lock")):
-        _spawn(_worker_command("_prefetch", os.path.abspath(config_path)), spool)
+    start_worker(ctx, spool, "_prefetch", os.path.join(spool.root, "prefetcher.lock"), config_path)
 
 
 def run_prefetcher(ctx: Any, *, idle_seconds: float = PREFETCH_IDLE_SECONDS) -> int:
@@ -1263,23 +1324,14 @@ def run_prefetcher(ctx: Any, *, idle_seconds: float = PREFETCH_IDLE_SECONDS) -> 
 
 def _worker_main(argv: List[str]) -> int:
     from . import config as config_mod
-    from .context import Context
     from .errors import PgBackupError
-    from .progress import Progress
+    from .manifest import utcnow
 
-    if len(argv) < 2 or argv[0] not in ("_upload", "_prefetch"):
+    if len(argv) < 2 or argv[0] not in ("_upload", "_prefetch") or (argv[0] == "_upload" and len(argv) < 3):
         sys.stderr.write("usage: python -m pg_backup.wal _upload CONFIG PG_WAL | _prefetch CONFIG\n")
         return 2
     try:
-        settings = config_mod.load(argv[1])
-        ctx = Context(settings, Progress(quiet=True))
-        try:
-            if argv[0] == "_upload":
-                run_uploader(ctx, argv[2])
-            else:
-                run_prefetcher(ctx)
-        finally:
-            ctx.close()
+        _run_worker(argv[0], config_mod.load(argv[1]), utcnow, *argv[2:])
     except PgBackupError as exc:
         _log(f"{argv[0]} stopped: {exc}")
         return exc.exit_code
