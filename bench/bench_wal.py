@@ -182,34 +182,44 @@ def parse_rss_log(path: str) -> Tuple[int, int, int]:
     return calls, peak, failed
 
 
-class UploaderWatch(threading.Thread):
-    """Peak VmHWM of pg-backup's resident uploader processes (python -m pg_backup.wal _upload ...)."""
+def uploader_pids(work: str) -> List[int]:
+    """pids of pg-backup's resident uploaders of this run: each writes its pid into the lock it holds
+    (<state>/wal-spool/<cluster>-<hash>/uploader-<crc>.lock); forked from a wal-push, its command line
+    is that call's, naming a configuration file of this run."""
+    import glob
 
-    def __init__(self) -> None:
+    pids = []
+    for lock in glob.glob(os.path.join(work, "state-*", "wal-spool", "*", "uploader-*.lock")):
+        try:
+            with open(lock, encoding="ascii") as fh:
+                pid = int(fh.read().strip() or 0)
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if work.encode() in fh.read():
+                    pids.append(pid)
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+class UploaderWatch(threading.Thread):
+    """Peak VmHWM of pg-backup's resident uploader processes, sampled every 0.1 s."""
+
+    def __init__(self, work: str) -> None:
         super().__init__(daemon=True)
+        self.work = work
         self.peak_kb = 0
-        self.seen = 0
-        self._pids: set = set()
         self._halt = threading.Event()
 
     def run(self) -> None:
         while not self._halt.is_set():
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit():
-                    continue
+            for pid in uploader_pids(self.work):
                 try:
-                    with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                        cmd = fh.read()
-                    if b"pg_backup.wal\x00_upload" not in cmd:
-                        continue
                     with open(f"/proc/{pid}/status", encoding="utf-8") as fh:
                         for line in fh:
                             if line.startswith("VmHWM:"):
                                 self.peak_kb = max(self.peak_kb, int(line.split()[1]))
-                    self._pids.add(pid)
                 except OSError:
                     continue
-            self.seen = len(self._pids)
             self._halt.wait(0.1)
 
     def stop(self) -> None:
@@ -221,23 +231,14 @@ def stop_uploaders(work: str) -> int:
     """End pg-backup's resident uploaders of this run (so they do not steal CPU from the next archiver)."""
     import signal
 
-    stopped = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    pids = uploader_pids(work)
+    for pid in pids:
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                cmd = fh.read()
+            os.kill(pid, signal.SIGTERM)
         except OSError:
-            continue
-        if b"pg_backup.wal\x00_upload" in cmd and work.encode() in cmd:
-            try:
-                os.kill(int(pid), signal.SIGTERM)
-                stopped += 1
-            except OSError:
-                pass
+            pass
     time.sleep(0.3)
-    return stopped
+    return len(pids)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -495,7 +496,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             log(f"pgbackrest sync single: {r.single.get('pgbackrest-sync')}")
 
             # 1b. as PostgreSQL drives it
-            watch = UploaderWatch()
+            watch = UploaderWatch(work)
             watch.start()
             for method in ("cp", "pg-backup", "pgbackrest-sync", "pgbackrest-async"):
                 def drive(method: str = method) -> None:
@@ -511,7 +512,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 log(f"pgbench -i -s {args.scale}")
                 run_as_pg([cluster.tool("createdb"), "bench"], env=env)
                 run_as_pg([cluster.tool("pgbench"), "-i", "-q", "-s", str(args.scale), "bench"], env=env)
-                watch = UploaderWatch()
+                watch = UploaderWatch(work)
                 watch.start()
                 for key, command in (("cp", "cp"), ("pg-backup", "pg-backup-tps"),
                                      ("pgbackrest-sync", "pgbackrest-tps-sync"),

@@ -1070,6 +1070,8 @@ def run_uploader(ctx: Any, pg_wal: str, *, idle_seconds: Optional[float] = None)
     lock = FileLock.acquire(uploader_lock_path(spool, pg_wal), 0)
     if lock is None:
         return 0
+    os.ftruncate(lock.fd, 0)
+    os.write(lock.fd, f"{os.getpid()}\n".encode())   # who holds it (for operators and the benchmark)
     stored = 0
     datadir = datadir_of(pg_wal)
     pusher = Pusher(ctx, spool, pg_wal, record_conflicts=False)

@@ -1,0 +1,215 @@
+"""wal.py without PostgreSQL: the fast path's argument parsing, cache and imports, PostgreSQL file
+headers, object metadata of the local backend, and the one-pass/two-pass WAL encoding (real gpg, zstd)."""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import struct
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from pg_backup import config as config_mod
+from pg_backup import wal
+from pg_backup.config import EncryptionSettings
+from pg_backup.crypto import GnuPG
+from pg_backup.pipeline import iter_plaintext
+from pg_backup.storage.base import PutOptions
+from pg_backup.storage import local as local_mod
+from pg_backup.storage.local import LocalStorage
+
+
+def test_fast_path_constants_match_the_configuration_module():
+    assert wal.ENV_CONFIG == config_mod.ENV_CONFIG
+    assert wal.DEFAULT_CONFIG_PATH == config_mod.DEFAULT_CONFIG_PATH
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--config", "/c.yml", "--quiet", "wal-push", "pg_wal/X"], ("/c.yml", "wal-push", ["pg_wal/X"])),
+    (["-c", "/c.yml", "wal-fetch", "A", "pg_wal/RECOVERYXLOG"], ("/c.yml", "wal-fetch", ["A", "pg_wal/RECOVERYXLOG"])),
+    (["--config=/c.yml", "-q", "wal-push", "p"], ("/c.yml", "wal-push", ["p"])),
+    (["wal-push", "p", "--quiet"], (None, "wal-push", ["p"])),
+    (["--json", "wal-push", "p"], None),           # JSON documents come from the full CLI
+    (["wal-push", "p", "--help"], None),
+    (["wal-push"], None),
+    (["wal-fetch", "A"], None),
+    (["backup", "--tier", "daily"], None),
+    (["--config", "wal-push", "wal-push", "x", "y"], None),
+])
+def test_fast_path_arguments(argv, expected):
+    assert wal._fast_args(argv) == expected
+
+
+def _settings(tmp_path, repo_type="local"):
+    repo = SimpleNamespace(type=repo_type, path=str(tmp_path / "repo"), prefix="pre",
+                           s3=SimpleNamespace(bucket="b", endpoint_url="http://x"))
+    return SimpleNamespace(cluster="main", repository=repo, wal_spool_path=str(tmp_path / "spool"))
+
+
+def test_fast_settings_cache_follows_the_configuration_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    os.makedirs(tmp_path / "tmp")
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("cluster: main\n")
+    settings = _settings(tmp_path)
+    spool = wal.Spool.for_settings(settings)
+    assert oct(os.stat(spool.root).st_mode & 0o777) == "0o700"
+    wal.write_fast_settings(str(cfg), settings, spool)
+    fast = wal.read_fast_settings(str(cfg))
+    assert fast["spool"] == spool.root and fast["local_wal_root"] == str(tmp_path / "repo" / "pre" / "main" / "wal")
+    cfg.write_text("cluster: main\n# changed\n")
+    assert wal.read_fast_settings(str(cfg)) is None          # a changed file is read in full again
+    wal.write_fast_settings(str(cfg), settings, spool)
+    assert wal.read_fast_settings(str(cfg)) is not None
+    os.chmod(os.path.dirname(wal._fast_cache_path(str(cfg))), 0o755)
+    assert wal.read_fast_settings(str(cfg)) is None          # a cache others could write is not trusted
+
+
+def test_spool_namespace_changes_with_the_repository(tmp_path):
+    a, b = _settings(tmp_path), _settings(tmp_path)
+    b.repository.path = str(tmp_path / "other")
+    assert wal.spool_namespace(a) != wal.spool_namespace(b)
+    assert wal.spool_namespace(a).startswith("main-")
+
+
+def test_markers_are_bound_to_the_file(tmp_path):
+    spool = wal.Spool(str(tmp_path / "s"))
+    spool.ensure()
+    f = tmp_path / "000000010000000000000001"
+    f.write_bytes(b"a" * 100)
+    spool.write_marker(f.name, os.stat(f), "h", "k", "stored")
+    assert spool.marker_matches(f.name, os.stat(f))
+    f.write_bytes(b"b" * 100)                                # same size, rewritten: not acknowledged
+    assert not spool.marker_matches(f.name, os.stat(f))
+    os.unlink(f)
+    f.write_bytes(b"a" * 100)                                # a new file under the old name
+    assert not spool.marker_matches(f.name, os.stat(f))
+
+
+def test_fast_path_acknowledges_only_remembered_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    os.makedirs(tmp_path / "tmp")
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("x")
+    settings = _settings(tmp_path)
+    spool = wal.Spool.for_settings(settings)
+    wal.write_fast_settings(str(cfg), settings, spool)
+    pg_wal = tmp_path / "pg_wal"
+    pg_wal.mkdir()
+    seg = pg_wal / "000000010000000000000002"
+    seg.write_bytes(b"w" * 4096)
+    argv = ["--config", str(cfg), "--quiet", "wal-push", str(seg)]
+    assert wal.fast_main(argv) is None                       # unknown: the full path stores it
+    spool.write_marker(seg.name, os.stat(seg), "h", "k", "stored")
+    assert wal.fast_main(argv) == 0
+    # wal-fetch from a local repository: a missing object is exit 7 without the full path
+    os.makedirs(tmp_path / "repo" / "pre" / "main" / "wal" / "00000001")
+    assert wal.fast_main(["--config", str(cfg), "wal-fetch", "000000010000000000000009", str(tmp_path / "d")]) == 7
+    (tmp_path / "repo" / "pre" / "main" / "wal" / "00000001" / "000000010000000000000009.zst.gpg").write_bytes(b"")
+    assert wal.fast_main(["--config", str(cfg), "wal-fetch", "000000010000000000000009", str(tmp_path / "d")]) is None
+    assert wal.fast_main(["--config", str(cfg), "wal-fetch", "../etc/passwd", str(tmp_path / "d")]) is None
+
+
+def test_the_fast_path_imports_no_heavy_module(tmp_path):
+    code = ("import sys; import pg_backup.wal as w; w.fast_main(['--config', '/nonexistent', 'wal-push', 'x']); "
+            "heavy = [m for m in ('yaml', 'boto3', 'botocore', 'zstandard', 'psycopg', 'pg_backup.config', "
+            "'pg_backup.cli', 'argparse') if m in sys.modules]; print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
+
+
+def test_segment_header_and_pg_control(tmp_path):
+    header = struct.pack("<HHIQI4xQII", 0xD110, 0x0002 | 0x0004, 1, 0x3000000, 0, 7300000000000000001, 16 << 20, 8192)
+    seg = tmp_path / "000000010000000000000003"
+    seg.write_bytes(header + bytes(100))
+    assert wal.read_segment_header(str(seg)) == (7300000000000000001, 16 << 20, 8192)
+    seg.write_bytes(struct.pack("<HH", 0xD110, 0) + bytes(100))     # a short header: no identity
+    assert wal.read_segment_header(str(seg)) is None
+    (tmp_path / "global").mkdir()
+    (tmp_path / "global" / "pg_control").write_bytes(struct.pack("<Q", 42) + bytes(100))
+    assert wal.read_control_sysid(str(tmp_path)) == 42
+    assert wal.datadir_of(str(tmp_path / "pg_wal")) == str(tmp_path)
+
+
+# -- local backend metadata --------------------------------------------------------------------------
+
+def test_local_metadata_in_an_extended_attribute(tmp_path):
+    s = LocalStorage(str(tmp_path))
+    s.put_bytes("c/wal/k", b"data", PutOptions(metadata={"pgb-sha256": "ab"}), overwrite=False)
+    assert s.head("c/wal/k").metadata == {"pgb-sha256": "ab"}
+    assert [o.key for o in s.list("c/")] == ["c/wal/k"]
+    with pytest.raises(FileExistsError):
+        s.put_bytes("c/wal/k", b"other", PutOptions(metadata={"pgb-sha256": "cd"}), overwrite=False)
+    assert s.head("c/wal/k").metadata == {"pgb-sha256": "ab"} and s.get_bytes("c/wal/k") == b"data"
+
+
+def test_local_metadata_falls_back_to_a_sidecar_without_xattrs(tmp_path, monkeypatch):
+    def refuse(*_a, **_k):
+        raise OSError(errno.ENOTSUP, "Operation not supported")
+
+    monkeypatch.setattr(local_mod.os, "setxattr", refuse)
+    monkeypatch.setattr(local_mod.os, "getxattr", refuse)
+    s = LocalStorage(str(tmp_path))
+    s.put_stream("c/wal/k", [b"da", b"ta"], PutOptions(metadata={"pgb-sha256": "ab"}), overwrite=False)
+    assert (tmp_path / "c" / "wal" / "k.pgb-meta").exists()
+    assert s.head("c/wal/k").metadata == {"pgb-sha256": "ab"}
+    assert [o.key for o in s.list("c/")] == ["c/wal/k"]       # the sidecar is not an object
+    with pytest.raises(FileExistsError):                      # and an existing object keeps its sidecar
+        s.put_bytes("c/wal/k", b"x", PutOptions(metadata={"pgb-sha256": "zz"}), overwrite=False)
+    assert s.head("c/wal/k").metadata == {"pgb-sha256": "ab"}
+    s.delete(["c/wal/k"])
+    assert not (tmp_path / "c").exists()
+
+
+# -- encoding -------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def gpg(tmp_path):
+    p = tmp_path / "pass"
+    p.write_text("correct horse battery staple\n")
+    os.chmod(p, 0o600)
+    g = GnuPG(EncryptionSettings(mode="passphrase", passphrase_file=str(p)))
+    yield g
+    g.close()
+
+
+@pytest.mark.parametrize("inline_max", [64 << 20, 1000])   # one pass in memory / hash first, then stream
+def test_encode_file_round_trip(tmp_path, gpg, inline_max):
+    data = os.urandom(300_000) + bytes(700_000)
+    src = tmp_path / "000000010000000000000001"
+    src.write_bytes(data)
+    enc = wal.encode_file(str(src), gpg, 1, what="test", inline_max=inline_max)
+    assert enc.sha256 == hashlib.sha256(data).hexdigest() and enc.size == len(data)
+    s = LocalStorage(str(tmp_path / "repo"))
+    s.put_stream("w", enc.chunks(), PutOptions(), overwrite=False)
+    back = b"".join(iter_plaintext(s, "w", gpg, gpg.encryption_fingerprint(), what="test"))
+    assert back == data
+    assert s.head("w").size < len(data)                      # compressed before encryption
+
+
+def test_encode_file_notices_a_file_changing_between_the_passes(tmp_path, gpg):
+    src = tmp_path / "f"
+    src.write_bytes(b"a" * 5000)
+    enc = wal.encode_file(str(src), gpg, 1, what="test", inline_max=10)
+    src.write_bytes(b"b" * 5000)
+    with pytest.raises(RuntimeError, match="changed"):
+        b"".join(enc.chunks())
+
+
+def test_worker_main_rejects_bad_arguments(capsys):
+    assert wal._worker_main(["_upload", "/c.yml"]) == 2
+    assert "usage" in capsys.readouterr().err
+
+
+def test_conflict_records_are_human_lines():
+    from pg_backup.walarchive import WalConflict
+
+    c = WalConflict("c/wal/conflicts/x.json", "000000010000000000000001", "different content",
+                    "2026-11-25T00:00:00.000000Z", "db1")
+    assert str(c) == ("000000010000000000000001: different content from db1 at 2026-11-25T00:00:00.000000Z "
+                      "(record c/wal/conflicts/x.json)")
+    assert json.loads(json.dumps({"c": str(c)}))
