@@ -796,46 +796,67 @@ def _connect_info(data_dir: str) -> Tuple[Optional[int], Optional[str], Optional
     return port, sock, addr
 
 
+def _pm_status(data_dir: str) -> str:
+    """The postmaster's status word in postmaster.pid: starting, standby (consistent but refusing
+    connections: hot_standby off), ready (accepting connections, read-only while in recovery) or
+    stopping; "" before it is written."""
+    lines = _pid_file_lines(data_dir)
+    return lines[7].strip() if len(lines) > 7 else ""
+
+
+_REACHED_SQL = ("SELECT pg_last_xact_replay_timestamp(), pg_last_wal_replay_lsn()::text,"
+                " ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int")
+
+
 def wait_for_promotion(ctx: Context, data_dir: str, timer: _Timer, progress: Progress,
                        timeout: Optional[float]) -> Tuple[Dict[str, Any], Tuple[Optional[int], Optional[str], Optional[str]]]:
-    """Wait until the server accepts connections and has left recovery; raise with the log's
-    FATAL line if it stops. Returns (what was reached, connection info)."""
+    """Wait until the server accepts connections and has left recovery; raise with the log's FATAL
+    line if it stops. Returns (what was reached, connection info). Connections are attempted only
+    once postmaster.pid says the server accepts them, so the log stays free of refusals."""
     t0 = time.monotonic()
     ready_at: Optional[float] = None
     last_note = t0
     deadline = t0 + timeout if timeout else None
-    while True:
-        time.sleep(0.2)
-        if _running_pid(data_dir) is None and time.monotonic() - t0 > 1.0:
-            time.sleep(0.5)
-            if _running_pid(data_dir) is None:
-                raise PostgresError(f"the recovered server in {data_dir} stopped: {_log_problem(data_dir)}",
-                                    hint=f"see {_log_path(data_dir)}")
-        port, sock, addr = _connect_info(data_dir)
-        if port is None:
-            continue
-        pg = scratch_postgres(ctx, sock or addr or "127.0.0.1", port)
-        try:
-            with pg.connect() as conn:
-                if ready_at is None:
-                    ready_at = time.monotonic()
-                    timer.add("startup", ready_at - t0)
-                row = conn.execute("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text").fetchone()
-                if not row[0]:
-                    reached = conn.execute(
-                        "SELECT pg_last_xact_replay_timestamp(), pg_last_wal_replay_lsn()::text,"
-                        " ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int").fetchone()
-                    timer.add("wal_replay", time.monotonic() - ready_at)
-                    return ({"time": _iso(reached[0]) if reached[0] else None, "lsn": reached[1],
-                             "timeline": reached[2]}, (port, sock, addr))
+    conn = None
+    try:
+        while True:
+            time.sleep(0.1)
+            status = _pm_status(data_dir)
+            if _running_pid(data_dir) is None and time.monotonic() - t0 > 1.0:
+                time.sleep(0.5)
+                if _running_pid(data_dir) is None:
+                    raise PostgresError(f"the recovered server in {data_dir} stopped: {_log_problem(data_dir)}",
+                                        hint=f"see {_log_path(data_dir)}")
+            if status in ("standby", "ready") and ready_at is None:
+                ready_at = time.monotonic()
+                timer.add("startup", ready_at - t0)
+            port, sock, addr = _connect_info(data_dir)
+            if status == "ready" and port is not None:
+                try:
+                    if conn is None:
+                        conn = scratch_postgres(ctx, sock or addr or "127.0.0.1", port).connect()
+                    in_recovery, at = conn.execute("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text").fetchone()
+                    if not in_recovery:
+                        row = conn.execute(_REACHED_SQL).fetchone()
+                        timer.add("wal_replay", time.monotonic() - (ready_at or t0))
+                        return ({"time": _iso(row[0]) if row[0] else None, "lsn": row[1], "timeline": row[2]},
+                                (port, sock, addr))
+                except PostgresError:
+                    conn = None
+                except Exception:  # psycopg.Error: the server went away under us; the checks above tell
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+                    continue
                 if time.monotonic() - last_note > 10:
                     last_note = time.monotonic()
-                    progress.note(f"replaying WAL: at {row[1]}")
-        except PostgresError:
-            pass  # starting up, or not accepting connections until consistent / promoted
-        if deadline and time.monotonic() > deadline:
-            raise PostgresError(f"the recovered server in {data_dir} did not finish recovery within {timeout:.0f} s",
-                                hint=f"it is still running; see {_log_path(data_dir)}")
+                    progress.note(f"replaying WAL: at {at}")
+            if deadline and time.monotonic() > deadline:
+                raise PostgresError(f"the recovered server in {data_dir} did not finish recovery within "
+                                    f"{timeout:.0f} s", hint=f"it is still running; see {_log_path(data_dir)}")
+    finally:
+        if conn is not None:
+            conn.close()
 
 
 def stop_server(data_dir: str, mode: str = "fast", timeout: int = 120) -> None:
@@ -861,16 +882,13 @@ def stop_server(data_dir: str, mode: str = "fast", timeout: int = 120) -> None:
         shutil.rmtree(sock, ignore_errors=True)
 
 
-def _finish_config(ctx: Context, data_dir: str, overrides: Dict[str, str], config_path: str,
-                   conn_info: Tuple[Optional[int], Optional[str], Optional[str]], notes: List[str]) -> None:
-    """After the promotion: keep only the lasting overrides in postgresql.auto.conf, reload, and
-    remove the configuration copy restore_command used."""
+def _finish_config(data_dir: str, overrides: Dict[str, str], config_path: str, notes: List[str]) -> None:
+    """After the promotion: keep only the lasting overrides in postgresql.auto.conf (the recovery
+    settings are read only during recovery; no reload needed) and remove the configuration copy
+    restore_command used."""
     try:
         write_auto_conf(data_dir, overrides, "recovered by pg-backup pitr (recovery settings removed after promotion)")
-        port, sock, addr = conn_info
-        with scratch_postgres(ctx, sock or addr or "127.0.0.1", port or 5432).connect() as conn:
-            conn.execute("SELECT pg_reload_conf()")
-    except (OSError, PgBackupError) as exc:
+    except OSError as exc:
         notes.append(f"could not remove the recovery settings from {AUTO_CONF}: {exc}")
     try:
         os.unlink(config_path)
@@ -998,8 +1016,8 @@ def recover(ctx: Context, target: RecoveryTarget, data_dir: str, *, port: Option
     result.socket_dir = conn_info[1] or socket_dir
     result.host = conn_info[2] or result.host
     result.stop_record = _log_stop_record(data_dir)
-    _finish_config(ctx, data_dir, server_overrides(port=port, socket_dir=socket_dir, archiving=archiving),
-                   config_path, conn_info, notes)
+    _finish_config(data_dir, server_overrides(port=port, socket_dir=socket_dir, archiving=archiving), config_path,
+                   notes)
     result.phases = timer.phases
     progress.stage(f"pitr: promoted on timeline {reached['timeline']} at {reached['lsn']}"
                    f"{', last commit ' + reached['time'] if reached.get('time') else ''}")

@@ -3,7 +3,9 @@
 Each backup carries the tier it was taken for; a tier keeps every backup younger than its
 retention (calendar months for the monthly tier, so "84 months" is exactly 7 years), and the
 newest committed backup of every (kind, tier) is kept whatever its age, so a host whose schedule
-stopped never loses its last backup to the calendar. Ages come from the manifest's start time,
+stopped never loses its last backup to the calendar. Physical and logical backups are tiered the
+same way but separately (per kind); in addition the physical backup that the point-in-time window
+(``retention.wal_hours``) starts from is kept. Ages come from the manifest's start time,
 never from file or object times (which copies, restores and migrations change).
 """
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 from .config import RetentionSettings
 
@@ -53,6 +55,7 @@ def plan(backups: Iterable[BackupRef], settings: RetentionSettings, now: dt.date
     newest: Dict[Tuple[str, str], str] = {}
     for ref in refs:
         newest[(ref.kind, ref.tier)] = ref.backup_id
+    window_base = pitr_window_base(refs, settings, now)
     result = RetentionPlan()
     for ref in refs:
         limit = limits[ref.tier]
@@ -60,9 +63,21 @@ def plan(backups: Iterable[BackupRef], settings: RetentionSettings, now: dt.date
             result.keep[ref.backup_id] = f"{ref.tier} backup within retention (since {limit:%Y-%m-%d %H:%M}Z)"
         elif newest[(ref.kind, ref.tier)] == ref.backup_id:
             result.keep[ref.backup_id] = f"newest {ref.kind} {ref.tier} backup (always kept)"
+        elif ref.backup_id == window_base:
+            result.keep[ref.backup_id] = (f"base of the point-in-time recovery window (the newest physical backup "
+                                          f"started {settings.wal_hours} h or more ago)")
         else:
             result.delete[ref.backup_id] = f"{ref.tier} backup older than {_describe(settings, ref.tier)}"
     return result
+
+
+def pitr_window_base(refs: Iterable[BackupRef], settings: RetentionSettings, now: dt.datetime) -> Optional[str]:
+    """The physical backup recovery to ``now - wal_hours`` starts from: the newest one (of any tier)
+    started at or before then. Retention keeps it, so the window the WAL is kept for stays usable
+    whatever the tiers' own limits are (the WAL side anchors on the same backup)."""
+    edge = now - dt.timedelta(hours=settings.wal_hours)
+    older = [r for r in refs if r.kind == "physical" and r.started <= edge]
+    return max(older, key=lambda r: (r.started, r.backup_id)).backup_id if older else None
 
 
 def _describe(settings: RetentionSettings, tier: str) -> str:

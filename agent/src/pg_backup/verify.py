@@ -1,15 +1,20 @@
 """Verification: re-hash every stored object against its manifest; ``--deep`` also decrypts,
-decompresses and asks pg_restore to read the archive's table of contents."""
+decompresses and asks pg_restore to read the archive's table of contents (logical), or extracts a
+physical base backup into a private scratch directory and runs pg_verifybackup against
+PostgreSQL's own backup_manifest, with the backup's WAL fetched from the archive (physical)."""
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
-from typing import Any, Dict, List, Optional
+import tempfile
+from typing import Any, Dict, List, Optional, Tuple
 
 from .context import Context
-from .errors import IntegrityError, PgBackupError
+from .errors import IntegrityError, NotFoundError, PgBackupError
 from .manifest import Manifest, StoredObject
 from .pipeline import copy_plaintext_to, drain, iter_plaintext, verify_stored
-from .postgres import ClientProcess
+from .postgres import ClientProcess, tool_major
 
 
 def _deep_check(ctx: Context, manifest: Manifest, obj: StoredObject, pg_restore: Optional[str]) -> None:
@@ -35,9 +40,10 @@ def verify_backup(ctx: Context, manifest: Manifest, *, deep: bool) -> Dict[str, 
     """Check every object of one backup; never raises for a bad object, reports it instead."""
     results: List[Dict[str, Any]] = []
     pg_restore = None
+    physical = manifest.kind == "physical"
     if deep:
         ctx.gpg.require_key(manifest.encryption.fingerprint, f"backup {manifest.backup_id}")
-        pg_restore = _find_pg_restore(ctx, manifest)
+        pg_restore = None if physical else _find_pg_restore(ctx, manifest)
     keys = [ctx.repo.object_key(manifest.backup_id, o.name) for o in manifest.objects]
     ctx.storage.make_readable(keys, progress=lambda d, t, m: ctx.progress.note(f"archived objects: {d}/{t} ({m})"))
     for obj in manifest.objects:
@@ -47,13 +53,119 @@ def verify_backup(ctx: Context, manifest: Manifest, *, deep: bool) -> Dict[str, 
         try:
             verify_stored(ctx.storage, ctx.repo.object_key(manifest.backup_id, obj.name), obj.size, obj.sha256,
                           what=what)
-            if deep:
+            if deep and not physical:
                 _deep_check(ctx, manifest, obj, pg_restore)
         except IntegrityError as exc:
             entry.update(ok=False, error=str(exc))
             ctx.progress.warn(str(exc))
         results.append(entry)
-    return {"backup_id": manifest.backup_id, "deep": deep, "ok": all(r["ok"] for r in results), "objects": results}
+    report = {"backup_id": manifest.backup_id, "deep": deep, "ok": True, "objects": results}
+    if deep and physical:
+        if all(r["ok"] for r in results):
+            report["pg_verifybackup"] = verify_physical_deep(ctx, manifest, results)
+        else:
+            report["pg_verifybackup"] = {"ran": False, "detail": "skipped: a stored object does not match the manifest"}
+    report["ok"] = all(r["ok"] for r in results)
+    return report
+
+
+def _verifybackup_binary(ctx: Context, major: int) -> Tuple[Optional[str], bool]:
+    """(pg_verifybackup, can parse this major's WAL): the same major's tool parses its WAL (pg_waldump
+    beside it); a newer one can still check the files against the manifest."""
+    candidates = [ctx.settings.postgres.bin_dir or "", f"/usr/lib/postgresql/{major}/bin", f"/usr/pgsql-{major}/bin"]
+    for d in candidates:
+        path = os.path.join(d, "pg_verifybackup") if d else ""
+        if path and os.path.exists(path) and tool_major(path) == major:
+            return path, os.path.exists(os.path.join(d, "pg_waldump"))
+    try:
+        path = ctx.pg.tool("pg_verifybackup", major)
+        return (path, False) if os.path.exists(path) else (None, False)
+    except PgBackupError:
+        return None, False
+
+
+def verify_physical_deep(ctx: Context, manifest: Manifest, results: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Decrypt and extract the base backup into a private 0700 scratch directory, fetch the WAL it
+    needs from the archive, and let pg_verifybackup check every file (and parse that WAL) against
+    PostgreSQL's own backup_manifest. The scratch directory is removed afterwards, whatever happened."""
+    from .pitr import BASE_OBJECT, _Timer, extract_archive
+    from .physical import BACKUP_MANIFEST_OBJECT
+
+    major = manifest.server_version_num // 10000
+    tool, parses_wal = _verifybackup_binary(ctx, major)
+    entry = next((r for r in results if r["object"] == BASE_OBJECT), results[0] if results else {})
+    if tool is None:
+        ctx.progress.warn(f"no pg_verifybackup for PostgreSQL {major}: deep verify only decrypted the archives")
+        return {"ran": False, "detail": f"pg_verifybackup {major} not found"}
+    root = ctx.settings.scratch_path
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix=f"deep-{manifest.backup_id}-", dir=root)
+    os.chmod(scratch, 0o700)
+    data_dir, wal_dir = os.path.join(scratch, "data"), os.path.join(scratch, "wal")
+    outcome: Dict[str, Any] = {"ran": False, "wal": "not parsed"}
+    try:
+        os.mkdir(data_dir, 0o700)
+        os.mkdir(wal_dir, 0o700)
+        timer, storage = _Timer(), ctx.storage
+        key = lambda name: ctx.repo.object_key(manifest.backup_id, name)  # noqa: E731
+        ctx.progress.stage(f"verifying {manifest.backup_id} (deep): extracting into private directory {scratch}")
+        extract_archive(ctx, storage, key(BASE_OBJECT), manifest, BASE_OBJECT, data_dir, timer, ctx.progress)
+        for ts in manifest.tablespaces:
+            dest = os.path.join(data_dir, "pg_tblspc", str(ts["oid"]))
+            os.makedirs(dest, mode=0o700, exist_ok=True)
+            extract_archive(ctx, storage, key(ts["object"]), manifest, ts["object"], dest, timer, ctx.progress)
+        obj = manifest.object_named(BACKUP_MANIFEST_OBJECT)
+        fd = os.open(os.path.join(data_dir, "backup_manifest"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        copy_plaintext_to(iter_plaintext(ctx.storage, key(obj.name), ctx.gpg, manifest.encryption.fingerprint,
+                                         what=f"{manifest.backup_id}/{obj.name}", expected_sha256=obj.sha256),
+                          os.fdopen(fd, "wb"))
+        cmd = [tool, "--quiet"]
+        if parses_wal:
+            missing = _fetch_backup_wal(ctx, manifest, wal_dir)
+            if missing:
+                outcome["wal"] = f"not parsed: {missing}"
+                cmd.append("--no-parse-wal")
+            else:
+                outcome["wal"] = "parsed"
+                cmd.append(f"--wal-directory={wal_dir}")
+        else:
+            outcome["wal"] = f"not parsed: no pg_waldump {major} beside {tool}"
+            cmd.append("--no-parse-wal")
+        ctx.progress.stage(f"verifying {manifest.backup_id} (deep): pg_verifybackup, WAL {outcome['wal']}")
+        proc = subprocess.run(cmd + [data_dir], capture_output=True, text=True, errors="replace", check=False,
+                              env=ctx.pg.env())
+        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+        outcome.update(ran=True, ok=proc.returncode == 0, detail=lines[-5:])
+        if proc.returncode != 0:
+            problem = f"{manifest.backup_id}: pg_verifybackup found problems: {'; '.join(lines[:3]) or proc.returncode}"
+            entry.update(ok=False, error=problem)
+            ctx.progress.warn(problem)
+    except IntegrityError as exc:
+        entry.update(ok=False, error=str(exc))
+        ctx.progress.warn(str(exc))
+        outcome["detail"] = str(exc)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return outcome
+
+
+def _fetch_backup_wal(ctx: Context, manifest: Manifest, wal_dir: str) -> Optional[str]:
+    """Fetch start_wal..stop_wal (the WAL pg_verifybackup parses) with wal-fetch; the reason if not."""
+    from .walarchive import next_segment
+    from .wal import wal_fetch
+
+    if not (manifest.start_wal and manifest.stop_wal and manifest.wal_segment_size):
+        return "the manifest names no WAL range"
+    name, size = manifest.start_wal, manifest.wal_segment_size
+    for _ in range(4096):
+        try:
+            wal_fetch(ctx, name, os.path.join(wal_dir, name))
+        except NotFoundError:
+            return f"{name} is not in the WAL archive"
+        if name == manifest.stop_wal:
+            return None
+        name = next_segment(name, size)
+    return "the WAL range is implausibly long"
 
 
 def _find_pg_restore(ctx: Context, manifest: Manifest) -> Optional[str]:
