@@ -63,6 +63,7 @@ Result = Dict[str, Any]
 #   prefetch/<NAME>        a prefetched, verified WAL file; prefetch/<NAME>.json what it was checked against
 #   prefetch/want          the last name wal-fetch served (the prefetcher works ahead of it)
 #   locks/stripe-NN        flock stripes serialising work on one file name
+#   failed/<NAME>          the uploader's last failure on NAME (PostgreSQL's call then stores it itself)
 #   identity.json          the archive identity verified against archive.json
 #   uploader-<crc>.lock    held by the resident uploader of one pg_wal directory
 #   prefetcher.lock        held by the prefetcher; worker.log: the resident processes' messages
@@ -77,6 +78,7 @@ class Spool:
         self.pushed = os.path.join(root, "pushed")
         self.prefetch = os.path.join(root, "prefetch")
         self.locks = os.path.join(root, "locks")
+        self.failed = os.path.join(root, "failed")
 
     @classmethod
     def for_settings(cls, settings: Any) -> "Spool":
@@ -87,7 +89,7 @@ class Spool:
     def ensure(self) -> None:
         from .errors import UsageError
 
-        for d in (os.path.dirname(self.root), self.root, self.pushed, self.prefetch, self.locks):
+        for d in (os.path.dirname(self.root), self.root, self.pushed, self.prefetch, self.locks, self.failed):
             try:
                 os.makedirs(d, mode=0o700, exist_ok=True)
                 st = os.lstat(d)
@@ -114,6 +116,13 @@ class Spool:
 
     def drop_marker(self, name: str) -> None:
         _unlink(self.marker_path(name))
+
+    def note_failure(self, name: str, message: str) -> None:
+        """The uploader could not store ``name``: PostgreSQL's next call should not wait for it."""
+        _atomic_write(os.path.join(self.failed, name), message.encode(errors="replace")[:2000])
+
+    def clear_failure(self, name: str) -> None:
+        _unlink(os.path.join(self.failed, name))
 
     def tidy_markers(self, pg_wal: str, keep_seconds: float = 3600.0) -> int:
         """Remove markers of files PostgreSQL no longer has (archived and recycled or removed)."""
@@ -419,6 +428,11 @@ def _fast_push(fast: Dict[str, Any], path: str, pickup_seconds: float = 2.0) -> 
         return 0
     if not is_locked(uploader_lock_path(spool, os.path.dirname(os.path.abspath(path)))):
         return None
+    try:
+        if time.time() - os.stat(os.path.join(spool.failed, name)).st_mtime < FAILED_RETRY_SECONDS:
+            return None                  # the uploader just failed on it: store (and report) it ourselves
+    except OSError:
+        pass
     # The resident uploader runs: it picks the file up within its poll interval. Wait while it stores
     # it (it holds the file's lock stripe meanwhile), then look again. Acknowledged only if the
     # marker appears; after the pickup window the full path stores the file itself.
@@ -703,6 +717,7 @@ class Pusher:
             outcome = self._store(name, path, key, st)
             # Acknowledge only what is durable: the marker comes after the storage call returned.
             self.spool.write_marker(name, st, outcome.sha256, key, outcome.outcome)
+            self.spool.clear_failure(name)
             return outcome
 
     def _store(self, name: str, path: str, key: str, st: os.stat_result) -> PushOutcome:
@@ -1091,6 +1106,7 @@ def run_uploader(ctx: Any, pg_wal: str, *, idle_seconds: Optional[float] = None)
                             stored += 1
                     except Exception as exc:  # noqa: BLE001 - PostgreSQL's own call reports it
                         failed[n] = time.monotonic()
+                        spool.note_failure(n, str(exc))
                         _log(f"{n}: {exc}")
             now = time.monotonic()
             todo = []

@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 from ..config import S3Settings
-from ..errors import NotFoundError, StorageError
+from ..errors import NotFoundError, PgBackupError, StorageError
 from .base import IncompleteUpload, ObjectInfo, ProgressFn, PutOptions, Storage
 
 ARCHIVED_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
@@ -137,6 +137,9 @@ class S3Storage(Storage):
             raise StorageError(f"storage unreachable: {action} {where} at {endpoint}: {exc.__class__.__name__}",
                                hint="check repository.s3.endpoint_url, the network and the store") from None
         except bx.BotoCoreError as exc:
+            inner = getattr(exc, "kwargs", {}).get("error")
+            if isinstance(inner, PgBackupError):  # e.g. Interrupted by a signal inside the HTTP client
+                raise inner from None
             raise StorageError(f"{action} {where} failed at {endpoint}: {exc}") from None
 
     def _put_args(self, options: PutOptions) -> Dict[str, Any]:
