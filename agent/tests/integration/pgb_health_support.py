@@ -63,6 +63,12 @@ def health_in_all_formats(run_agent, cfg: str, check: str, status: str, *, env: 
     return doc
 
 
+def check_status(run_agent, cfg: str, name: str, env: Optional[Dict[str, str]] = None) -> str:
+    """One check's status from ``health --json`` (for states already shown in every format elsewhere)."""
+    doc = run_agent(cfg, "health", env=env, check=False).data
+    return {c["name"]: c["status"] for c in doc["checks"]}[name]
+
+
 def prom_value(text: str, name: str, **labels: str) -> Optional[float]:
     for line in text.splitlines():
         if not line.startswith(name + "{"):
