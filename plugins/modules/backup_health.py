@@ -12,8 +12,10 @@ module: backup_health
 short_description: Evaluate the backup health of a PostgreSQL cluster with the pg-backup agent
 description:
   - Runs C(pg-backup health) on the managed host and returns the overall status and every check the agent
-    evaluated (freshness of the newest backup per tier, the last run of each operation, size change of the
-    newest backup, storage reachability and region, and free disk).
+    evaluated (freshness of the newest logical and physical backup per tier, the last run of each operation,
+    size change of the newest backup per database, WAL archiving - archiver failures, age of the newest
+    archived WAL, gaps and conflicting pushes - storage reachability and region, free disk, and the age of the
+    last successful restore verification).
   - Fails when the overall status is at or above O(fail_on), listing the checks that are not V(ok).
     The agent ranks V(unknown) between V(ok) and V(warning), so it fails neither level.
   - Only reads, so it runs in check mode too.
@@ -100,7 +102,10 @@ checks:
   elements: dict
   contains:
     name:
-      description: Check name, for example C(freshness_daily), C(size_daily), C(last_run_backup_daily), C(storage), C(local_disk).
+      description:
+        - Check name, for example C(freshness_daily), C(freshness_physical_daily), C(size_daily),
+          C(last_run_backup_daily), C(storage), C(local_disk), C(wal_archiver), C(wal_newest_age), C(wal_gaps),
+          C(wal_conflicts), C(restore_verification).
       type: str
       sample: freshness_daily
     status:
