@@ -402,20 +402,35 @@ def fast_main(argv: List[str]) -> Optional[int]:
     wal-push: the file is remembered in the spool as stored (or becomes so while we wait for the
     resident uploader that holds its lock) -> 0. wal-fetch from a local repository: the object does
     not exist -> 7 at once."""
+    import signal
+
+    parsed = _fast_args(argv)
+    if parsed is None:
+        return None
+    # Nothing here writes anything that could be left half done: a signal just ends the call, with an
+    # exit code PostgreSQL treats as an ordinary failure (never >= 128). The full path has its own.
+    previous = {sig: signal.signal(sig, _exit_on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    answer: Optional[int] = None
     try:
-        parsed = _fast_args(argv)
-        if parsed is None:
-            return None
         config, command, positionals = parsed
         config_path = config or os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG_PATH
         fast = read_fast_settings(config_path)
-        if fast is None:
-            return None
-        if command == "wal-push":
-            return _fast_push(fast, positionals[0])
-        return _fast_fetch(fast, positionals[0], positionals[1])
+        if fast is not None:
+            if command == "wal-push":
+                answer = _fast_push(fast, positionals[0])
+            else:
+                answer = _fast_fetch(fast, positionals[0], positionals[1])
     except Exception:  # noqa: BLE001 - the full path decides (and reports) anything unexpected
-        return None
+        answer = None
+    finally:
+        if answer is None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    return answer
+
+
+def _exit_on_signal(signum: int, _frame: Any) -> None:
+    os._exit(5)
 
 
 def _fast_push(fast: Dict[str, Any], path: str, pickup_seconds: float = 2.0) -> Optional[int]:
@@ -721,11 +736,16 @@ class Pusher:
             return outcome
 
     def _store(self, name: str, path: str, key: str, st: os.stat_result) -> PushOutcome:
-        from .errors import RefusedError, StorageError
+        from .errors import StorageError
         from .storage.base import PutOptions
         from .walarchive import META_HISTORY, META_KEY, META_SHA256, META_SIZE, META_SYSID, encode_history_meta, \
             parse_history
 
+        # Look first: a re-archived file (after a crash) costs one request and no encryption, and a
+        # store that ignores If-None-Match still cannot be made to overwrite (check, then conditional put).
+        existing = self.ctx.storage.head(key)
+        if existing is not None:
+            return self._same_or_refuse(name, key, existing, *sha256_of_file(path))
         enc = encode_file(path, self.ctx.gpg, self.ctx.settings.compression.level, what=f"WAL file {name}")
         if enc.size != st.st_size:
             raise StorageError(f"WAL file {name} changed size while it was read ({st.st_size} -> {enc.size} bytes)",
@@ -741,7 +761,7 @@ class Pusher:
                 pass  # unparsable history: stored anyway; gaps() then checks timelines separately
         options = PutOptions(content_type="application/octet-stream", metadata=meta,
                              tags={"kind": "wal", "cluster": self.ctx.cluster})
-        for attempt in range(3):
+        for _attempt in range(3):
             try:
                 stored = self.ctx.storage.put_stream(key, enc.chunks(), options, overwrite=False)
                 return PushOutcome(name, key, "stored", enc.size, stored, enc.sha256)
@@ -749,18 +769,35 @@ class Pusher:
                 info = self.ctx.storage.head(key)
                 if info is None:
                     continue  # a concurrent conditional write failed after all: try again
-                existing = (info.metadata or {}).get(META_SHA256)
-                if existing == enc.sha256:
-                    return PushOutcome(name, key, "identical-already-archived", enc.size, 0, enc.sha256)
-                self.conflict(name, "different content under an archived name", existing_sha256=existing,
-                              pushed_sha256=enc.sha256, existing_object_bytes=info.size, pushed_bytes=enc.size,
-                              key=key)
-                raise RefusedError(
-                    f"refusing to overwrite {key}: the archive already holds {name} with different content "
-                    f"(SHA-256 {existing or 'unknown'} there, {enc.sha256} here)",
-                    hint="two clusters may be archiving into one prefix, or this server's WAL diverged; the "
-                         "conflict is recorded under wal/conflicts/ and health reports it until the record is removed")
+                return self._same_or_refuse(name, key, info, enc.sha256, enc.size)
         raise StorageError(f"could not store {key}: the store kept reporting a concurrent write")
+
+    def _same_or_refuse(self, name: str, key: str, info: Any, sha256: str, size: int) -> PushOutcome:
+        """The name is archived already: identical plaintext is success, anything else is refused."""
+        from .errors import RefusedError
+        from .walarchive import META_SHA256
+
+        existing = (info.metadata or {}).get(META_SHA256)
+        if existing == sha256:
+            return PushOutcome(name, key, "identical-already-archived", size, 0, sha256)
+        self.conflict(name, "different content under an archived name", existing_sha256=existing,
+                      pushed_sha256=sha256, existing_object_bytes=info.size, pushed_bytes=size, key=key)
+        raise RefusedError(
+            f"refusing to overwrite {key}: the archive already holds {name} with different content "
+            f"(SHA-256 {existing or 'unknown'} there, {sha256} here)",
+            hint="two clusters may be archiving into one prefix, or this server's WAL diverged; the "
+                 "conflict is recorded under wal/conflicts/ and health reports it until the record is removed")
+
+
+def sha256_of_file(path: str) -> Tuple[str, int]:
+    import hashlib
+
+    digest = hashlib.sha256()
+    size = 0
+    for block in read_blocks(path):
+        digest.update(block)
+        size += len(block)
+    return digest.hexdigest(), size
 
 
 class EncodedFile:
@@ -788,11 +825,7 @@ def encode_file(path: str, gpg: Any, level: int, *, what: str, inline_max: int =
         blocks: List[bytes] = []
         count = _encrypt_into(path, gpg, level, what, digest, blocks.append)
         return EncodedFile(blocks, digest.hexdigest(), count)
-    digest = hashlib.sha256()
-    count = 0
-    for block in read_blocks(path):
-        digest.update(block)
-        count += len(block)
+    first_sha, count = sha256_of_file(path)
 
     def stream() -> Any:
         import queue
@@ -806,7 +839,7 @@ def encode_file(path: str, gpg: Any, level: int, *, what: str, inline_max: int =
             try:
                 again = hashlib.sha256()
                 n = _encrypt_into(path, gpg, level, what, again, q.put)
-                if n != count or again.hexdigest() != digest.hexdigest():
+                if n != count or again.hexdigest() != first_sha:
                     raise RuntimeError(f"{what} changed while it was archived")
             except BaseException as exc:  # re-raised in the consumer
                 errors.append(exc)
@@ -824,7 +857,7 @@ def encode_file(path: str, gpg: Any, level: int, *, what: str, inline_max: int =
         if errors:
             raise errors[0]
 
-    return EncodedFile([], digest.hexdigest(), count, stream)
+    return EncodedFile([], first_sha, count, stream)
 
 
 def read_blocks(path: str, size: int = 1 << 20) -> Any:
@@ -1319,11 +1352,12 @@ def run_prefetcher(ctx: Any, *, idle_seconds: float = PREFETCH_IDLE_SECONDS) -> 
                         missing_until[name] = now + 1.0
                         break
                     meta = info.metadata or {}
+                    # The record first: a served copy always has one (it says what was verified).
+                    _atomic_write(path + ".json", json.dumps({
+                        "sha256": meta.get(META_SHA256), "object_size": info.size, "key": key}).encode())
                     _decrypt_to(ctx, key, meta.get(META_KEY, ""), meta.get(META_SHA256),
                                 int(meta[META_SIZE]) if meta.get(META_SIZE, "").isdigit() else None,
                                 path, f"WAL file {name}")
-                    _atomic_write(path + ".json", json.dumps({
-                        "sha256": meta.get(META_SHA256), "object_size": info.size, "key": key}).encode())
                     fetched += 1
                     did = True
                 except PgBackupError as exc:
