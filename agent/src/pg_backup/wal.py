@@ -881,7 +881,8 @@ def _encrypt_into(path: str, gpg: Any, level: int, what: str, digest: Any, sink:
 
     def feed() -> None:
         try:
-            cobj = zstandard.ZstdCompressor(level=level).compressobj(size=os.path.getsize(path))
+            # A frame checksum too: stock `zstd -d` then notices damage (the disaster recipe).
+            cobj = zstandard.ZstdCompressor(level=level, write_checksum=True).compressobj(size=os.path.getsize(path))
             out = enc.stdin
             for block in read_blocks(path):
                 digest.update(block)
