@@ -582,6 +582,10 @@ class Pusher:
         self.argv = argv or []
         self._fingerprint: Optional[str] = None
         self._identity_ok: Optional[Dict[str, Any]] = None
+        import threading
+
+        self._lock = threading.Lock()   # push_file runs in several threads (batches, the uploader)
+        ctx.gpg  # created here, not lazily by two threads at once
 
     # identity -------------------------------------------------------------------------------------
     def pushing_identity(self, path: str, name: str) -> Tuple[int, Optional[int]]:
@@ -696,9 +700,10 @@ class Pusher:
 
     # storing ----------------------------------------------------------------------------------------
     def fingerprint(self) -> str:
-        if self._fingerprint is None:
-            self._fingerprint = self.ctx.gpg.encryption_fingerprint()
-        return self._fingerprint
+        with self._lock:
+            if self._fingerprint is None:
+                self._fingerprint = self.ctx.gpg.encryption_fingerprint()
+            return self._fingerprint
 
     def push_file(self, name: str, *, lock_wait: float = LOCK_WAIT_SECONDS,
                   require_ready: bool = False) -> Optional[PushOutcome]:
