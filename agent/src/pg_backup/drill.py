@@ -58,16 +58,11 @@ def mark_primary(ctx: Context, drill_id: str, wait_seconds: float) -> Dict[str, 
             if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
                 info["error"] = "the configured server is a standby: no marker written (run drills against the primary)"
                 return info
-            try:
-                row = conn.execute("SELECT pg_logical_emit_message(true, %s, %s)::text",
-                                   (MARKER_PREFIX, drill_id)).fetchone()
-                info.update(marker_written=True, marker_lsn=row[0])
-                info["restore_point"] = f"pgb-drill-{drill_id}"
-                conn.execute("SELECT pg_create_restore_point(%s)", (info["restore_point"],))
-                segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
-                info["segment"] = segment
-            except Exception as exc:  # psycopg.Error: no privilege, wal_level minimal, ...
-                info["error"] = f"cannot write the drill marker: {str(exc).strip().splitlines()[0]}"
+            off = _archiving_off(conn)
+            if off:
+                info["archive_wait"] = f"{off}: no marker written, nothing more will reach the archive"
+            else:
+                _write_marker(conn, drill_id, info)
             if info.get("segment"):
                 info["marker_archived"], why = _wait_archived(ctx, conn, info["segment"], wait_seconds)
                 if why:
@@ -82,6 +77,31 @@ def mark_primary(ctx: Context, drill_id: str, wait_seconds: float) -> Dict[str, 
     except Exception as exc:  # the connection broke half-way: the drill goes on without the primary
         info["error"] = f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     return info
+
+
+def _write_marker(conn: Any, drill_id: str, info: Dict[str, Any]) -> None:
+    """Marker commit, restore point and WAL switch; a failure (no privilege, ...) is noted, not raised."""
+    try:
+        row = conn.execute("SELECT pg_logical_emit_message(true, %s, %s)::text", (MARKER_PREFIX, drill_id)).fetchone()
+        info.update(marker_written=True, marker_lsn=row[0])
+        info["restore_point"] = f"pgb-drill-{drill_id}"
+        conn.execute("SELECT pg_create_restore_point(%s)", (info["restore_point"],))
+        info["segment"] = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+    except Exception as exc:  # psycopg.Error: no privilege, wal_level minimal, ...
+        info["error"] = f"cannot write the drill marker: {str(exc).strip().splitlines()[0]}"
+
+
+def _archiving_off(conn: Any) -> str:
+    """Why the primary archives nothing (archive_mode off, or neither archive_command nor
+    archive_library set), or "" when it archives."""
+    mode, command, library = conn.execute(
+        "SELECT current_setting('archive_mode'), current_setting('archive_command'),"
+        " coalesce(current_setting('archive_library', true), '')").fetchone()
+    if mode == "off":
+        return "archiving is off (archive_mode off)"
+    if not command.strip() and not library.strip():
+        return "archiving is off (archive_command is empty)"
+    return ""
 
 
 def record_end(insert_lsn: str, block_size: int, segment_size: int) -> str:
@@ -106,12 +126,10 @@ def _wait_archived(ctx: Context, conn: Any, segment: str, wait_seconds: float) -
     while True:
         if archive.has(segment):
             return True, ""
-        mode, command, failed_wal, failed_at = conn.execute(
-            "SELECT current_setting('archive_mode'), current_setting('archive_command'), last_failed_wal,"
-            " last_failed_time FROM pg_stat_archiver").fetchone()
-        if mode == "off" or not command.strip():
-            return False, f"archiving is off (archive_mode {mode}, archive_command {command!r}): {segment} will not " \
-                          f"be archived"
+        failed_wal, failed_at = conn.execute("SELECT last_failed_wal, last_failed_time FROM pg_stat_archiver").fetchone()
+        off = _archiving_off(conn)
+        if off:
+            return False, f"{off}: {segment} will not be archived"
         if failed_wal and failed_at and failed_at >= started:
             return False, f"archive_command failed for {failed_wal} at {failed_at}"
         if time.monotonic() >= deadline:
