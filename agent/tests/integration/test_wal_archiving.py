@@ -77,7 +77,10 @@ def test_archive_recover_promote_and_follow_the_timeline(backend, make_cluster, 
         t0 = time.monotonic()
         missing = fetch(run_agent, cfg, "0000000100000000000000F0", workdir / "x")
         assert missing.rc == 7, missing.describe()
-        assert time.monotonic() - t0 < 1.0 + (1.0 if s3 else 0)
+        took = time.monotonic() - t0
+        # Local: the fast path (a stat, no agent start-up). S3: one HEAD after loading boto3; the bound
+        # leaves room for a loaded 2-core CI host.
+        assert took < (3.0 if s3 else 1.0), f"missing-file fetch took {took:.2f} s"
         assert not (workdir / "x").exists()
 
         # Recover the base backup from the archive alone, then promote (a new timeline).
