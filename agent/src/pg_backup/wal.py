@@ -171,6 +171,24 @@ def uploader_lock_path(spool: "Spool", pg_wal: str) -> str:
     return os.path.join(spool.root, f"uploader-{zlib.crc32(os.path.abspath(pg_wal).encode()):08x}.lock")
 
 
+def heartbeat_path(spool: "Spool", pg_wal: str) -> str:
+    """Touched by every wal-push for ``pg_wal`` (one utime): the uploader stops when PostgreSQL stops
+    calling this configuration (archive_command changed, archiving off) even while WAL keeps coming."""
+    return uploader_lock_path(spool, pg_wal)[:-len(".lock")] + ".heartbeat"
+
+
+def touch(path: str) -> None:
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        except OSError:
+            pass
+    except OSError:
+        pass
+
+
 def stripe_path(locks_dir: str, name: str) -> str:
     import zlib
 
@@ -439,9 +457,11 @@ def _fast_push(fast: Dict[str, Any], path: str, pickup_seconds: float = 2.0) -> 
         return None
     spool = Spool(fast["spool"])
     st = os.stat(path)
+    pg_wal = os.path.dirname(os.path.abspath(path))
+    touch(heartbeat_path(spool, pg_wal))
     if spool.marker_matches(name, st):
         return 0
-    if not is_locked(uploader_lock_path(spool, os.path.dirname(os.path.abspath(path)))):
+    if not is_locked(uploader_lock_path(spool, pg_wal)):
         return None
     try:
         if time.time() - os.stat(os.path.join(spool.failed, name)).st_mtime < FAILED_RETRY_SECONDS:
@@ -943,6 +963,7 @@ def wal_push(ctx: Any, path: str, *, config_path: Optional[str] = None) -> Resul
     spool = Spool.for_settings(ctx.settings)
     write_fast_settings(config_path, ctx.settings, spool)
     pusher = Pusher(ctx, spool, pg_wal, argv=[path])
+    touch(heartbeat_path(spool, pg_wal))
     t0 = time.monotonic()
     # A resident uploader stores the other .ready files (and later ones) ahead of PostgreSQL, so its
     # next calls take the fast path. Started before anything else here: forked while this process
@@ -1128,6 +1149,7 @@ def run_uploader(ctx: Any, pg_wal: str, *, idle_seconds: Optional[float] = None)
     os.write(lock.fd, f"{os.getpid()}\n".encode())   # who holds it (for operators and the benchmark)
     stored = 0
     datadir = datadir_of(pg_wal)
+    heartbeat = heartbeat_path(spool, pg_wal)
     pusher = Pusher(ctx, spool, pg_wal, record_conflicts=False)
     parallel = max(ctx.settings.wal.push_parallel, 1)
     failed: Dict[str, float] = {}
@@ -1163,6 +1185,13 @@ def run_uploader(ctx: Any, pg_wal: str, *, idle_seconds: Optional[float] = None)
             if running or todo:
                 last_work = now
             elif now - last_work > idle_seconds:
+                break
+            try:
+                called = time.time() - os.stat(heartbeat).st_mtime
+            except OSError:
+                called = float("inf")
+            if called > idle_seconds and not running:
+                _log(f"no wal-push call for {idle_seconds:.0f} s (archive_command changed or archiving off)")
                 break
             if not _postmaster_alive(datadir):
                 _log("postmaster is gone")

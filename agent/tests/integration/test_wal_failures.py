@@ -198,3 +198,30 @@ def test_prune_keeps_the_wal_that_retained_base_backups_need(make_cluster, workd
     assert [d["backup_id"] for d in gone["deleted"]] == [b1]
     final = [e.name for e in archive.entries() if e.kind == "segment"]
     assert final and min(final) == m2["start_wal"] and archive.gaps(m2["start_wal"]) == []
+
+
+def test_the_resident_uploader_leaves_when_postgresql_stops_calling(make_cluster, workdir, write_config):
+    from pg_backup import config as config_mod
+    from pg_backup.wal import Spool, is_locked, spool_namespace, uploader_lock_path
+
+    cluster = make_cluster("15", archive_mode="on", archive_command="", wal_level="replica")
+    cfg = write_config(workdir, "leave", cluster=cluster, wal={"uploader_idle_seconds": 3})
+    enable_archiving(cluster, cfg)
+    wait_archived(cluster, switch_segments(cluster, 2)[-1])
+    settings = config_mod.load(cfg, check_files=False)
+    spool = Spool(os.path.join(settings.wal_spool_path, spool_namespace(settings)))   # (we are root here)
+    lock = uploader_lock_path(spool, str(cluster.datadir / "pg_wal"))
+    assert is_locked(lock)                                  # started by the first push, still there
+    # archive_command now points elsewhere while WAL keeps coming: the uploader must not go on
+    # storing into this archive behind PostgreSQL's back.
+    cluster.psql("ALTER SYSTEM SET archive_command = '/bin/true'; SELECT pg_reload_conf()")
+    deadline = time.monotonic() + 20
+    while is_locked(lock) and time.monotonic() < deadline:
+        switch_segments(cluster, 1, rows=2000)
+    assert not is_locked(lock), "the uploader kept running without wal-push calls"
+    # And it goes with its postmaster.
+    enable_archiving(cluster, cfg)
+    wait_archived(cluster, switch_segments(cluster, 1)[-1])
+    assert is_locked(lock)
+    cluster.stop()
+    wait_for(lambda: not is_locked(lock), 10, what="the uploader to exit after the postmaster")
