@@ -19,7 +19,7 @@ from . import __version__
 from . import config as config_mod
 from .audit import AuditRecord, write_local, write_remote
 from .context import Context
-from .errors import (EXIT_CODES, EXIT_INTEGRITY, EXIT_INTERNAL, EXIT_OK, ConfigError, Interrupted,
+from .errors import (EXIT_CODES, error_type_for, EXIT_INTEGRITY, EXIT_INTERNAL, EXIT_OK, ConfigError, Interrupted,
                      PgBackupError, UsageError)
 from .lock import ClusterLock
 from .manifest import parse_iso, utcnow
@@ -363,7 +363,7 @@ def _emit(args: argparse.Namespace, command: str, result: Result, exit_code: int
                                "exit_code": exit_code}
         doc.update({k: v for k, v in result.items() if not k.startswith("_")})
         if error is not None or exit_code:
-            doc["error"] = {"exit_code": exit_code, "type": type(error).__name__ if error else "IntegrityError",
+            doc["error"] = {"exit_code": exit_code, "type": type(error).__name__ if error else error_type_for(exit_code),
                             "message": str(error) if error else result.get("_error", ""),
                             "meaning": EXIT_CODES.get(exit_code, "")}
             if isinstance(error, ConfigError):

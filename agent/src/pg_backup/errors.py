@@ -94,3 +94,12 @@ class RefusedError(PgBackupError):
 
 class Interrupted(PgBackupError):
     exit_code = EXIT_INTERRUPTED
+
+
+def error_type_for(exit_code: int) -> str:
+    """The error class name that stands for ``exit_code`` (for results that fail without raising)."""
+    for cls in (UsageError, LockBusyError, IntegrityError, StorageError, PostgresError, NotFoundError,
+                EncryptionKeyError, RefusedError, Interrupted):
+        if cls.exit_code == exit_code:
+            return cls.__name__
+    return PgBackupError.__name__

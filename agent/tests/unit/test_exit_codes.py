@@ -20,3 +20,12 @@ def test_exit_codes_are_distinct_for_the_required_failures():
              errors.StorageError.exit_code}
     assert len(codes) == 4
     assert all(0 < c < 128 for c in codes)
+
+
+def test_results_that_fail_without_raising_are_typed_by_their_exit_code():
+    from pg_backup.errors import error_type_for
+
+    assert error_type_for(4) == "IntegrityError"
+    assert error_type_for(7) == "NotFoundError"
+    assert error_type_for(6) == "PostgresError"
+    assert error_type_for(1) == "PgBackupError"
