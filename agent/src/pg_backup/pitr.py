@@ -371,6 +371,10 @@ def choose_backup(catalog: _Catalog, target: RecoveryTarget, backup_id: Optional
                                 f"recoverable window {window.describe() if window else '(none)'}", window,
                                 hint="choose an earlier target, or wait until the WAL holding it is archived")
         notes += [f"skipped {u}" for u in unusable]
+        newest = catalog.newest
+        if target.kind == "latest" and r.end is not None and newest is not None and r.end.name != newest.name:
+            notes.append(f"WAL after {r.end.name} cannot be reached from {m.backup_id} (missing segments: "
+                         f"{', '.join(window.gaps[:3]) if window else '?'}): recovery ends there, not at {newest.name}")
         return m, notes
     raise OutsideWindow(f"no base backup before target {target.describe()} can be recovered ({'; '.join(unusable)}); "
                         f"recoverable window: {window.describe() if window else '(none)'}", window,
@@ -425,6 +429,12 @@ def _running_pid(data_dir: str) -> Optional[int]:
         return None
     except PermissionError:
         return pid
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as fh:
+            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return None  # exited, not yet reaped
+    except (OSError, IndexError):
+        pass
     return pid
 
 
@@ -436,18 +446,29 @@ def _pid_file_lines(data_dir: str) -> List[str]:
         return []
 
 
+def check_data_dir(data_dir: str) -> None:
+    """Refuse a data directory that is a file or that a running server uses (nothing is changed)."""
+    if os.path.lexists(data_dir) and not os.path.isdir(data_dir):
+        raise RefusedError(f"{data_dir} exists and is not a directory; nothing was changed",
+                           hint="choose another --data-dir")
+    pid = _running_pid(data_dir) if os.path.isdir(data_dir) else None
+    if pid is not None:
+        raise RefusedError(f"a PostgreSQL server (pid {pid}) is running in {data_dir}; nothing was changed",
+                           hint="stop it first (pg_ctl stop), or recover into another --data-dir")
+    parent = os.path.dirname(data_dir)
+    try:
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create {parent} for the data directory: {exc.strerror}",
+                         hint="choose a --data-dir this user may create") from None
+
+
 def prepare_data_dir(data_dir: str, stamp: str) -> Optional[str]:
     """Make ``data_dir`` an empty 0700 directory; move a non-empty one aside (never delete).
     Returns where the old one went, or None."""
     moved = None
-    if os.path.lexists(data_dir) and not os.path.isdir(data_dir):
-        raise RefusedError(f"{data_dir} exists and is not a directory; nothing was changed",
-                           hint="choose another --data-dir")
+    check_data_dir(data_dir)
     if os.path.isdir(data_dir) and os.listdir(data_dir):
-        pid = _running_pid(data_dir)
-        if pid is not None:
-            raise RefusedError(f"a PostgreSQL server (pid {pid}) is running in {data_dir}; nothing was changed",
-                               hint="stop it first (pg_ctl stop), or recover into another --data-dir")
         moved = f"{data_dir}.pitr-{stamp}"
         n = 0
         while os.path.lexists(moved):
@@ -459,9 +480,7 @@ def prepare_data_dir(data_dir: str, stamp: str) -> Optional[str]:
             raise RefusedError(f"cannot move the existing {data_dir} aside to {moved}: {exc.strerror}; nothing was "
                                f"changed", hint="move or empty it yourself (is it a mount point?), or choose "
                                                 "another --data-dir") from None
-    parent = os.path.dirname(data_dir)
     try:
-        os.makedirs(parent, mode=0o700, exist_ok=True)
         if not os.path.isdir(data_dir):
             os.mkdir(data_dir, 0o700)
         os.chmod(data_dir, 0o700)
@@ -513,6 +532,10 @@ def plan_tablespaces(manifest: Manifest, data_dir: str, mapping: Optional[Dict[s
         raise UsageError(f"--tablespace-map names {', '.join(sorted(mapping))}, which backup {manifest.backup_id} "
                          f"has no tablespace for", hint="tablespaces in it: " + (", ".join(
                              f"{t.get('name')} ({t.get('location')})" for t in manifest.tablespaces) or "none"))
+    return planned
+
+
+def make_tablespace_dirs(planned: List[Dict[str, Any]]) -> None:
     for t in planned:
         try:
             os.makedirs(t["restored_to"], mode=0o700, exist_ok=True)
@@ -520,7 +543,6 @@ def plan_tablespaces(manifest: Manifest, data_dir: str, mapping: Optional[Dict[s
         except OSError as exc:
             raise UsageError(f"cannot create tablespace directory {t['restored_to']}: {exc.strerror}",
                              hint=f"map it elsewhere with --tablespace-map {t['location']}=NEW") from None
-    return planned
 
 
 # -- download, decrypt, extract ----------------------------------------------------------------
@@ -953,24 +975,33 @@ def recover(ctx: Context, target: RecoveryTarget, data_dir: str, *, port: Option
         raise RefusedError("PostgreSQL refuses to run as root", hint="run pg-backup pitr as the postgres OS user")
     stamp = ctx.clock().strftime("%Y%m%dT%H%M%SZ")
     progress.stage(f"pitr: {target.describe()} from base backup {manifest.backup_id} into {data_dir}")
-    moved = prepare_data_dir(data_dir, stamp)
-    if moved:
-        notes.append(f"the existing {data_dir} was moved aside to {moved} (nothing was deleted)")
-        progress.note(notes[-1])
+    check_data_dir(data_dir)
     planned = plan_tablespaces(manifest, data_dir, tablespace_map, notes)
     names = [BASE_OBJECT] + [t["object"] for t in planned]
     spool = None
     if ctx.settings.repository.type != "local":
         spool = tempfile.mkdtemp(prefix=f".{os.path.basename(data_dir)}.pgb-download-", dir=os.path.dirname(data_dir))
     restored = 0
+    moved = None
     try:
+        # Checksums first: nothing is moved or written before every object matches its manifest.
         t0 = time.monotonic()
         storage, keys = _fetch_objects(ctx, manifest, names, spool, progress)
         timer.add("download", time.monotonic() - t0)
+        moved = prepare_data_dir(data_dir, stamp)
+        if moved:
+            notes.append(f"the existing {data_dir} was moved aside to {moved} (nothing was deleted)")
+            progress.note(notes[-1])
+        make_tablespace_dirs(planned)
         restored += extract_archive(ctx, storage, keys[BASE_OBJECT], manifest, BASE_OBJECT, data_dir, timer, progress)
         for t in planned:
             restored += extract_archive(ctx, storage, keys[t["object"]], manifest, t["object"], t["restored_to"],
                                         timer, progress)
+    except PgBackupError as exc:
+        if os.path.isdir(data_dir) and os.listdir(data_dir):
+            left = f"the incomplete {data_dir} is left for inspection"
+            exc.hint = "; ".join(filter(None, [exc.hint, left + (f"; the previous one is at {moved}" if moved else "")]))
+        raise
     finally:
         if spool:
             shutil.rmtree(spool, ignore_errors=True)

@@ -66,19 +66,27 @@ def ids_on(port: int, dbname: str = "app", table: str = "ticks") -> Set[int]:
         return {r[0] for r in conn.execute(f"SELECT id FROM {table}")}
 
 
-def stop(data_dir: str, bin_dir: Optional[Path] = None, timeout: float = 30) -> None:
-    """Immediate shutdown (SIGQUIT to the postmaster), waiting until it is gone."""
+def _alive(pid: int) -> bool:
     try:
-        pid = int(Path(data_dir, "postmaster.pid").read_text().splitlines()[0])
-        os.kill(pid, signal.SIGQUIT)
-    except (OSError, ValueError, IndexError):
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is gone for our purposes
+    except (OSError, IndexError):
+        return False
+
+
+def stop(*data_dirs: str, timeout: float = 30) -> None:
+    """Immediate shutdown (SIGQUIT to each postmaster) of every server running in ``data_dirs``,
+    then wait until all are gone."""
+    pids = []
+    for data_dir in data_dirs:
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
+            pid = int(Path(data_dir, "postmaster.pid").read_text().splitlines()[0])
+            os.kill(pid, signal.SIGQUIT)
+            pids.append(pid)
+        except (OSError, ValueError, IndexError):
+            continue
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 

@@ -81,9 +81,8 @@ def env(pg_test_base):
     switch_and_wait_archived(cluster)
     e = Env(cluster, cfg, runner, work, backup, logical, cps, set(workload.committed))
     yield e
+    stop(*[str(sub) for d in e.dirs for sub in Path(d).iterdir()])
     for d in e.dirs:
-        for sub in Path(d).iterdir():
-            stop(str(sub), cluster.bin_dir)
         remove_tree(d)
     runner.cleanup()
     factory.cleanup()
@@ -206,7 +205,7 @@ def test_existing_data_dir_is_moved_aside_and_a_running_one_refused(env):
     assert busy.rc == 9 and "is running in" in busy.stderr, busy.describe()
     assert ids_on(port) == env.all_ids  # untouched, still serving
 
-    stop(data_dir, env.cluster.bin_dir)
+    stop(data_dir)
     marker = Path(data_dir, "operator-notes.txt")
     marker.write_text("keep me\n")
     second, _ = env.pitr("--target-time", env.cps["t1"].time, data_dir=data_dir, port=port)
@@ -253,5 +252,5 @@ def test_new_timeline_keeps_archiving_and_is_recoverable(env):
     assert again.data["backup_id"] == env.backup["backup_id"]  # from the base backup on timeline 1
     assert ids_on(port2) == on_new.ids  # replayed timeline 1 up to the switch, then the new timeline
     assert again.data["reached"]["timeline"] == tli + 1
-    stop(data_dir, env.cluster.bin_dir)
+    stop(data_dir)
     json.dumps(again.data)  # plain JSON
