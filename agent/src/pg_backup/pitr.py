@@ -250,30 +250,39 @@ class _Catalog:
         self.timelines = sorted({e.timeline for e in entries if e.kind in ("segment", "history")})
         self.newest = max(self.segments, key=lambda e: (e.timeline, e.segno or 0)) if self.segments else None
         self._reach: Dict[str, _Reach] = {}
+        self._gaps: Optional[List[Tuple[str, str]]] = None
+
+    def _segno(self, name: str) -> int:
+        from .walarchive import parse_wal_name
+
+        return parse_wal_name(name).segno(self.segment_size) or 0
+
+    def gaps(self) -> List[Tuple[str, str]]:
+        """Missing segment ranges from the oldest backup's start along the newest timeline's
+        path: one listing of the archive for all backups (positions only grow along a path)."""
+        if self._gaps is None:
+            start = min((m.start_wal or "" for m in self.physical), key=self._segno, default=None)
+            self._gaps = self.archive.gaps(start, segment_size=self.segment_size) if start and self.segments else []
+        return self._gaps
 
     def reach(self, m: Manifest) -> _Reach:
         if m.backup_id in self._reach:
             return self._reach[m.backup_id]
-        from .walarchive import parse_wal_name
-
-        size = self.segment_size
         r = _Reach(m, usable=True)
         missing = [n for n in (m.start_wal, m.stop_wal) if n not in self.by_name]
         if missing:
             r.usable, r.why = False, f"its WAL {', '.join(str(x) for x in missing)} is not in the archive"
         else:
-            gaps = self.archive.gaps(m.start_wal, segment_size=size)
-            stop = parse_wal_name(m.stop_wal or "")
-            if not gaps:
+            start, stop = self._segno(m.start_wal or ""), self._segno(m.stop_wal or "")
+            after = [g for g in self.gaps() if self._segno(g[1]) >= start]
+            if not after:
                 r.end = self.newest
+            elif self._segno(after[0][0]) <= stop:
+                r.usable, r.why = False, f"WAL it needs is missing from the archive ({after[0][0]}..{after[0][1]})"
             else:
-                first = parse_wal_name(gaps[0][0])
-                if (first.timeline, first.segno(size) or 0) <= (stop.timeline, stop.segno(size) or 0):
-                    r.usable, r.why = False, f"WAL it needs is missing from the archive ({gaps[0][0]}..{gaps[0][1]})"
-                else:
-                    fs = first.segno(size) or 0
-                    before = [e for e in self.segments if (e.segno or 0) < fs and e.timeline <= first.timeline]
-                    r.end = max(before, key=lambda e: (e.segno or 0, e.timeline)) if before else None
+                first, tli = self._segno(after[0][0]), int(after[0][0][:8], 16)
+                before = [e for e in self.segments if (e.segno or 0) < first and e.timeline <= tli]
+                r.end = max(before, key=lambda e: (e.segno or 0, e.timeline)) if before else None
         self._reach[m.backup_id] = r
         return r
 
@@ -296,8 +305,7 @@ class _Catalog:
             earlier.append({"start_time": _iso(_stop_time(r.manifest)), "start_lsn": r.manifest.stop_lsn,
                             "end_time": _iso(r.end_time), "end_lsn": format_lsn(r.end_lsn(size) or 0),
                             "backup_id": r.manifest.backup_id})
-        gaps = [f"{a}..{b}" if a != b else a
-                for a, b in self.archive.gaps(self.physical[0].start_wal, segment_size=size)]
+        gaps = [f"{a}..{b}" if a != b else a for a, b in self.gaps()]
         return Window(start_time=_iso(_stop_time(first.manifest)) or "", start_lsn=first.manifest.stop_lsn or "",
                       end_time=_iso(first.end_time), end_lsn=format_lsn(final_end) if final_end else None,
                       end_segment=first.end.name if first.end is not None else None, timelines=self.timelines,
