@@ -101,10 +101,12 @@ class BaseBackupStream:
         self.conn = pq.PGconn.connect(conninfo.make_conninfo(**params).encode())
         if self.conn.status != pq.ConnStatus.OK:
             detail = self._error_text()
+            everything = (self.conn.error_message or b"").decode(errors="replace").lower()
             self.conn.finish()
-            hint = "the role needs the REPLICATION attribute (or superuser) and pg_hba.conf a 'replication' line for it"
-            if "no pg_hba.conf entry" not in detail and "REPLICATION" not in detail.upper():
-                hint = "check the postgres section of the configuration and that the server runs"
+            hint = "check the postgres section of the configuration and that the server runs"
+            if any(w in everything for w in ("pg_hba.conf", "replication", "wal sender", "max_wal_senders")):
+                hint = ("the role needs the REPLICATION attribute (or superuser), pg_hba.conf a 'replication' line "
+                        "for it, and max_wal_senders a free slot")
             raise PostgresError(f"cannot open a replication connection to {self.where} as {self.user}: {detail}",
                                 hint=hint)
         self.conn.nonblocking = 1
