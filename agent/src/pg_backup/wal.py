@@ -51,7 +51,7 @@ LOCK_WAIT_SECONDS = 600.0
 XLP_LONG_HEADER = 0x0002
 UPLOADER_POLL_SECONDS = 0.05
 PREFETCH_IDLE_SECONDS = 60.0
-INLINE_MAX = 64 << 20          # files up to this size are encrypted in memory in one pass
+SPILL_OVER = 4 << 20           # ciphertext beyond this goes to a spill file in the spool (bounded memory)
 FAILED_RETRY_SECONDS = 15.0
 
 Result = Dict[str, Any]
@@ -64,6 +64,7 @@ Result = Dict[str, Any]
 #   prefetch/want          the last name wal-fetch served (the prefetcher works ahead of it)
 #   locks/stripe-NN        flock stripes serialising work on one file name
 #   failed/<NAME>          the uploader's last failure on NAME (PostgreSQL's call then stores it itself)
+#   tmp/                   ciphertext of large files on its way to storage (removed after; stale ones by tidy)
 #   identity.json          the archive identity verified against archive.json
 #   uploader-<crc>.lock    held by the resident uploader of one pg_wal directory
 #   prefetcher.lock        held by the prefetcher; worker.log: the resident processes' messages
@@ -79,6 +80,7 @@ class Spool:
         self.prefetch = os.path.join(root, "prefetch")
         self.locks = os.path.join(root, "locks")
         self.failed = os.path.join(root, "failed")
+        self.tmp = os.path.join(root, "tmp")
 
     @classmethod
     def for_settings(cls, settings: Any) -> "Spool":
@@ -89,7 +91,8 @@ class Spool:
     def ensure(self) -> None:
         from .errors import UsageError
 
-        for d in (os.path.dirname(self.root), self.root, self.pushed, self.prefetch, self.locks, self.failed):
+        for d in (os.path.dirname(self.root), self.root, self.pushed, self.prefetch, self.locks, self.failed,
+                  self.tmp):
             try:
                 os.makedirs(d, mode=0o700, exist_ok=True)
                 st = os.lstat(d)
@@ -125,9 +128,18 @@ class Spool:
         _unlink(os.path.join(self.failed, name))
 
     def tidy_markers(self, pg_wal: str, keep_seconds: float = 3600.0) -> int:
-        """Remove markers of files PostgreSQL no longer has (archived and recycled or removed)."""
+        """Remove markers of files PostgreSQL no longer has (archived and recycled or removed), and
+        spill files a killed process left behind."""
         removed = 0
         now = time.time()
+        for directory in (self.tmp, self.failed):
+            try:
+                for entry in os.listdir(directory):
+                    p = os.path.join(directory, entry)
+                    if now - os.stat(p).st_mtime > keep_seconds:
+                        os.unlink(p)
+            except OSError:
+                pass
         try:
             names = os.listdir(self.pushed)
         except OSError:
@@ -761,17 +773,22 @@ class Pusher:
             return outcome
 
     def _store(self, name: str, path: str, key: str, st: os.stat_result) -> PushOutcome:
-        from .errors import StorageError
-        from .storage.base import PutOptions
-        from .walarchive import META_HISTORY, META_KEY, META_SHA256, META_SIZE, META_SYSID, encode_history_meta, \
-            parse_history
-
         # Look first: a re-archived file (after a crash) costs one request and no encryption, and a
         # store that ignores If-None-Match still cannot be made to overwrite (check, then conditional put).
         existing = self.ctx.storage.head(key)
         if existing is not None:
             return self._same_or_refuse(name, key, existing, *sha256_of_file(path))
-        enc = encode_file(path, self.ctx.gpg, self.ctx.settings.compression.level, what=f"WAL file {name}")
+        enc = encode_file(path, self.ctx.gpg, self.ctx.settings.compression.level, what=f"WAL file {name}",
+                          spill_dir=self.spool.tmp)
+        with enc:
+            return self._put(name, path, key, st, enc)
+
+    def _put(self, name: str, path: str, key: str, st: os.stat_result, enc: "EncodedFile") -> PushOutcome:
+        from .errors import StorageError
+        from .storage.base import PutOptions
+        from .walarchive import META_HISTORY, META_KEY, META_SHA256, META_SIZE, META_SYSID, encode_history_meta, \
+            parse_history
+
         if enc.size != st.st_size:
             raise StorageError(f"WAL file {name} changed size while it was read ({st.st_size} -> {enc.size} bytes)",
                                hint="PostgreSQL must not modify a file it asked to archive; retry")
@@ -826,63 +843,77 @@ def sha256_of_file(path: str) -> Tuple[str, int]:
 
 
 class EncodedFile:
-    def __init__(self, blocks: List[bytes], sha256: str, size: int, stream: Any = None):
-        self._blocks = blocks
+    """The ciphertext of one WAL file: in memory up to ``SPILL_OVER`` bytes, beyond that in a private
+    spill file (encrypted data only), so memory stays bounded whatever the segment size."""
+
+    def __init__(self, sha256: str, size: int, blocks: List[bytes], spill: Optional[str] = None):
         self.sha256 = sha256
         self.size = size
-        self._stream = stream
+        self._blocks = blocks
+        self.spill = spill
 
     def chunks(self) -> Any:
-        if self._stream is not None:
-            return self._stream()
-        return iter(self._blocks)
+        if self.spill is None:
+            return iter(self._blocks)
+        return read_blocks(self.spill)
+
+    def close(self) -> None:
+        self._blocks = []
+        if self.spill is not None:
+            _unlink(self.spill)
+            self.spill = None
+
+    def __enter__(self) -> "EncodedFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def encode_file(path: str, gpg: Any, level: int, *, what: str, inline_max: int = INLINE_MAX) -> EncodedFile:
-    """zstd + OpenPGP of one WAL file with the SHA-256 of its plaintext. Files up to ``inline_max`` are
-    read once and their ciphertext kept in memory (it is at most about the file's size); larger ones
-    (segments of 128 MiB or more) are hashed first and streamed to storage in a second pass."""
+def encode_file(path: str, gpg: Any, level: int, *, what: str, spill_dir: Optional[str] = None,
+                spill_over: int = SPILL_OVER) -> EncodedFile:
+    """zstd + OpenPGP of one WAL file, with the SHA-256 of its plaintext, in one read of the file.
+    Ciphertext beyond ``spill_over`` bytes goes to a file in ``spill_dir`` (the spool's tmp/, 0700)."""
     import hashlib
+    import secrets
 
-    size = os.path.getsize(path)
-    if size <= inline_max:
-        digest = hashlib.sha256()
-        blocks: List[bytes] = []
-        count = _encrypt_into(path, gpg, level, what, digest, blocks.append)
-        return EncodedFile(blocks, digest.hexdigest(), count)
-    first_sha, count = sha256_of_file(path)
+    digest = hashlib.sha256()
+    blocks: List[bytes] = []
+    held = 0
+    spill: Optional[str] = None
+    fd = -1
 
-    def stream() -> Any:
-        import queue
+    def sink(block: bytes) -> None:
+        nonlocal held, spill, fd
+        if fd < 0 and spill_dir is not None and held + len(block) > spill_over:
+            spill = os.path.join(spill_dir, f"{os.path.basename(path)}.{os.getpid()}-{secrets.token_hex(4)}.gpg")
+            fd = os.open(spill, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            for b in blocks:
+                _write_all(fd, b)
+            blocks.clear()
+        if fd >= 0:
+            _write_all(fd, block)
+        else:
+            blocks.append(block)
+        held += len(block)
 
-        q: "queue.Queue[Optional[bytes]]" = queue.Queue(maxsize=8)
-        import threading
+    try:
+        count = _encrypt_into(path, gpg, level, what, digest, sink)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        if spill:
+            _unlink(spill)
+        raise
+    if fd >= 0:
+        os.close(fd)
+    return EncodedFile(digest.hexdigest(), count, blocks, spill)
 
-        errors: List[BaseException] = []
 
-        def work() -> None:
-            try:
-                again = hashlib.sha256()
-                n = _encrypt_into(path, gpg, level, what, again, q.put)
-                if n != count or again.hexdigest() != first_sha:
-                    raise RuntimeError(f"{what} changed while it was archived")
-            except BaseException as exc:  # re-raised in the consumer
-                errors.append(exc)
-            finally:
-                q.put(None)
-
-        t = threading.Thread(target=work, daemon=True)
-        t.start()
-        while True:
-            block = q.get()
-            if block is None:
-                break
-            yield block
-        t.join()
-        if errors:
-            raise errors[0]
-
-    return EncodedFile([], first_sha, count, stream)
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def read_blocks(path: str, size: int = 1 << 20) -> Any:

@@ -177,27 +177,36 @@ def gpg(tmp_path):
     g.close()
 
 
-@pytest.mark.parametrize("inline_max", [64 << 20, 1000])   # one pass in memory / hash first, then stream
-def test_encode_file_round_trip(tmp_path, gpg, inline_max):
+@pytest.mark.parametrize("spill_over", [64 << 20, 1000])   # ciphertext in memory / in a spill file
+def test_encode_file_round_trip(tmp_path, gpg, spill_over):
     data = os.urandom(300_000) + bytes(700_000)
     src = tmp_path / "000000010000000000000001"
     src.write_bytes(data)
-    enc = wal.encode_file(str(src), gpg, 1, what="test", inline_max=inline_max)
-    assert enc.sha256 == hashlib.sha256(data).hexdigest() and enc.size == len(data)
-    s = LocalStorage(str(tmp_path / "repo"))
-    s.put_stream("w", enc.chunks(), PutOptions(), overwrite=False)
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    with wal.encode_file(str(src), gpg, 1, what="test", spill_dir=str(spill), spill_over=spill_over) as enc:
+        assert enc.sha256 == hashlib.sha256(data).hexdigest() and enc.size == len(data)
+        assert (enc.spill is not None) == (spill_over < len(data)) and len(os.listdir(spill)) == (enc.spill is not None)
+        s = LocalStorage(str(tmp_path / "repo"))
+        s.put_stream("w", enc.chunks(), PutOptions(), overwrite=False)
+    assert os.listdir(spill) == []                          # the spill file goes with it
     back = b"".join(iter_plaintext(s, "w", gpg, gpg.encryption_fingerprint(), what="test"))
     assert back == data
     assert s.head("w").size < len(data)                      # compressed before encryption
+    plain_zst = tmp_path / "w.zst"
+    subprocess.run(["gpg", "--homedir", gpg.home, "--batch", "--quiet", "--pinentry-mode", "loopback",
+                    "--passphrase-file", gpg.settings.passphrase_file, "--output", str(plain_zst), "--decrypt",
+                    os.path.join(s.root, "w")], check=True, capture_output=True)
+    frame = subprocess.run(["zstd", "-lv", str(plain_zst)], capture_output=True, text=True)
+    assert "XXH64" in frame.stdout + frame.stderr            # a frame checksum for stock zstd
 
 
-def test_encode_file_notices_a_file_changing_between_the_passes(tmp_path, gpg):
-    src = tmp_path / "f"
-    src.write_bytes(b"a" * 5000)
-    enc = wal.encode_file(str(src), gpg, 1, what="test", inline_max=10)
-    src.write_bytes(b"b" * 5000)
-    with pytest.raises(RuntimeError, match="changed"):
-        b"".join(enc.chunks())
+def test_encode_file_leaves_no_spill_file_when_it_fails(tmp_path, gpg):
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    with pytest.raises(OSError):
+        wal.encode_file(str(tmp_path / "missing"), gpg, 1, what="test", spill_dir=str(spill), spill_over=1)
+    assert os.listdir(spill) == []
 
 
 def test_worker_main_rejects_bad_arguments(capsys):
