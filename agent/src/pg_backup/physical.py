@@ -14,9 +14,12 @@ this repository's WAL archive; a base backup without that segment cannot be made
 """
 from __future__ import annotations
 
+import io
+import os
 import re
 import select
 import socket
+import tarfile
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
@@ -33,6 +36,7 @@ from .walarchive import format_lsn
 ENCRYPTED_SUFFIX = ".zst.gpg"
 BASE_OBJECT = "base.tar" + ENCRYPTED_SUFFIX
 BACKUP_MANIFEST_OBJECT = "backup_manifest" + ENCRYPTED_SUFFIX
+CONFIG_OBJECT = "config.tar" + ENCRYPTED_SUFFIX      # configuration files kept outside the data directory
 MIN_SERVER_MAJOR = 15           # the single-COPY BASE_BACKUP protocol with typed messages
 MAX_RATE_RANGE = (32, 1048576)  # what the server accepts for MAX_RATE (kB/s)
 _ARCHIVE_NAME = re.compile(r"^(base|[0-9]+)\.tar$")
@@ -342,7 +346,53 @@ def _server_facts(ctx: Context) -> Dict[str, Any]:
             "SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'").fetchone()[0])
         state["tablespaces"] = {int(r[0]): r[1] for r in conn.execute(
             "SELECT oid, spcname FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')")}
+        state["files"] = dict(zip(("data_directory", "postgresql.conf", "pg_hba.conf", "pg_ident.conf"), conn.execute(
+            "SELECT current_setting('data_directory'), current_setting('config_file'), current_setting('hba_file'),"
+            " current_setting('ident_file')").fetchone()))
     return state
+
+
+_INCLUDE = re.compile(r"^\s*(include_dir|include_if_exists|include)\s*=?\s*'([^']*)'", re.M)
+
+
+def config_archive(files: Dict[str, str], notes: List[str]) -> Tuple[Optional[bytes], Dict[str, str]]:
+    """A tar of the configuration files that live outside the data directory (Debian keeps them in
+    /etc/postgresql/<major>/<cluster>/), with the files their relative include directives name, so a
+    recovered data directory can start on its own. (None, {}) when everything is inside it."""
+    data_dir = os.path.realpath(files["data_directory"])
+    outside = {name: path for name, path in files.items() if name != "data_directory" and path
+               and not os.path.realpath(path).startswith(data_dir + os.sep)}
+    if not outside:
+        return None, {}
+    members: Dict[str, bytes] = {}
+    for name, path in outside.items():
+        try:
+            with open(path, "rb") as fh:
+                members[name] = fh.read()
+        except OSError as exc:
+            notes.append(f"{name} ({path}) lives outside the data directory and could not be read ({exc.strerror}): "
+                         f"it is not in the backup")
+    conf_dir = os.path.dirname(outside.get("postgresql.conf", ""))
+    if "postgresql.conf" in members and conf_dir:
+        for kind, target in _INCLUDE.findall(members["postgresql.conf"].decode(errors="replace")):
+            if os.path.isabs(target) or ".." in target.split("/"):
+                continue  # absolute includes are commented out on recovery (a note says so)
+            full = os.path.join(conf_dir, target)
+            paths = sorted(os.path.join(full, f) for f in os.listdir(full) if f.endswith(".conf")) \
+                if kind == "include_dir" and os.path.isdir(full) else [full]
+            for path in paths:
+                try:
+                    with open(path, "rb") as fh:
+                        members[os.path.relpath(path, conf_dir)] = fh.read()
+                except OSError:
+                    continue
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in sorted(members.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue(), {name: outside.get(name, os.path.join(conf_dir, name)) for name in members}
 
 
 def _after_stop(ctx: Context) -> Tuple[str, int]:
@@ -422,6 +472,14 @@ def run_physical_backup(ctx: Context, tier: str) -> Manifest:
     if roles.count("base") != 1 or roles.count("backup_manifest") != 1 or len(tablespaces) != len(heads):
         raise PostgresError(f"base backup of {backup_id} is incomplete: the server sent {', '.join(roles) or 'nothing'}"
                             f" for {len(heads)} extra tablespace(s)")
+    notes = [f"base backup {checkpoint} checkpoint"]
+    config_tar, config_files = config_archive(facts["files"], notes)
+    if config_tar is not None:
+        progress.stage(f"storing {CONFIG_OBJECT} ({', '.join(sorted(config_files))}: they live outside the data "
+                       f"directory)")
+        res = store_stream(io.BytesIO(config_tar), ctx.storage, ctx.repo.object_key(backup_id, CONFIG_OBJECT),
+                           ctx.gpg, what=f"{backup_id}/{CONFIG_OBJECT}", level=level, threads=threads, options=options)
+        objects.append(StoredObject(CONFIG_OBJECT, "config", res.size, res.sha256, res.raw_size))
     stop_time, next_xid = _after_stop(ctx)
     segment_size = facts["segment_size"]
     start_wal, stop_wal = wal_range(start_lsn, timeline, stop_lsn, stop_timeline, segment_size)
@@ -436,8 +494,8 @@ def run_physical_backup(ctx: Context, tier: str) -> Manifest:
                    for d in databases],
         timeline=timeline, start_lsn=format_lsn(start_lsn), stop_lsn=format_lsn(stop_lsn), start_wal=start_wal,
         stop_wal=stop_wal, wal_segment_size=segment_size, tablespaces=sorted(tablespaces, key=lambda t: t["oid"]),
-        stop_time=stop_time, next_xid=next_xid,
-        notes=[f"base backup {checkpoint} checkpoint; WAL {start_wal} .. {stop_wal} archived"])
+        stop_time=stop_time, next_xid=next_xid, notes=notes + [f"WAL {start_wal} .. {stop_wal} archived"],
+        extra={"config_files": config_files} if config_files else {})
     ctx.repo.commit_manifest(manifest, options)
     progress.stage(f"backup {backup_id} complete: {len(objects)} object(s), WAL {start_wal} .. {stop_wal}")
     return manifest

@@ -757,6 +757,28 @@ def server_overrides(*, port: Optional[int], socket_dir: Optional[str], archivin
     return out
 
 
+_PATH_SETTINGS = re.compile(r"^\s*(data_directory|hba_file|ident_file|external_pid_file)\s*=?", re.I)
+_ABS_INCLUDE = re.compile(r"^\s*(include_dir|include_if_exists|include)\s*=?\s*'(/[^']*|[^']*\.\.[^']*)'", re.I)
+
+
+def adopt_config(data_dir: str, manifest: Manifest, notes: List[str]) -> None:
+    """Make the configuration files the backup kept from outside the data directory (Debian's
+    /etc/postgresql/...) work inside it: settings that point at the original cluster's paths
+    (data_directory, hba_file, ident_file, external_pid_file) and includes by absolute path are
+    commented out, so the recovered server can never open the original data directory."""
+    path = os.path.join(data_dir, "postgresql.conf")
+    dropped, out = [], []
+    for line in _read_text(path).splitlines():
+        if _PATH_SETTINGS.match(line) or _ABS_INCLUDE.match(line):
+            dropped.append(line.strip())
+            line = f"#pg-backup pitr: {line}"
+        out.append(line)
+    _write_atomic(path, "\n".join(out) + "\n")
+    where = ", ".join(sorted((manifest.extra or {}).get("config_files", {}).values())) or "outside the data directory"
+    notes.append(f"postgresql.conf, pg_hba.conf and pg_ident.conf came from {where} (kept with the backup) and now "
+                 f"live in the data directory" + (f"; commented out: {'; '.join(dropped)}" if dropped else ""))
+
+
 def rewrite_tablespace_map(data_dir: str, planned: List[Dict[str, Any]]) -> None:
     if not planned:
         return
@@ -985,7 +1007,8 @@ def recover(ctx: Context, target: RecoveryTarget, data_dir: str, *, port: Option
     progress.stage(f"pitr: {target.describe()} from base backup {manifest.backup_id} into {data_dir}")
     check_data_dir(data_dir)
     planned = plan_tablespaces(manifest, data_dir, tablespace_map, notes)
-    names = [BASE_OBJECT] + [t["object"] for t in planned]
+    config_obj = next((o.name for o in manifest.objects if o.role == "config"), None)
+    names = [BASE_OBJECT] + [t["object"] for t in planned] + ([config_obj] if config_obj else [])
     spool = None
     if ctx.settings.repository.type != "local":
         spool = tempfile.mkdtemp(prefix=f".{os.path.basename(data_dir)}.pgb-download-", dir=os.path.dirname(data_dir))
@@ -1005,6 +1028,14 @@ def recover(ctx: Context, target: RecoveryTarget, data_dir: str, *, port: Option
         for t in planned:
             restored += extract_archive(ctx, storage, keys[t["object"]], manifest, t["object"], t["restored_to"],
                                         timer, progress)
+        if not os.path.exists(os.path.join(data_dir, "postgresql.conf")):
+            if config_obj is None:
+                raise PostgresError(f"backup {manifest.backup_id} has no postgresql.conf (it lived outside the data "
+                                    f"directory and this backup did not keep it)",
+                                    hint=f"copy a postgresql.conf, pg_hba.conf and pg_ident.conf into {data_dir} and "
+                                         f"start it yourself (--no-start), or use a newer backup")
+            extract_archive(ctx, storage, keys[config_obj], manifest, config_obj, data_dir, timer, progress)
+            adopt_config(data_dir, manifest, notes)
     except PgBackupError as exc:
         if os.path.isdir(data_dir) and os.listdir(data_dir):
             left = f"the incomplete {data_dir} is left for inspection"

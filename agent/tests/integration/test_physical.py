@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, make_pg_dir
+from conftest import free_port, make_pg_dir, run_pg
 from pgb_pitr_support import enable_archiving, ids_on, remove_tree, scratch_dir, sql_on, stop, switch_and_wait_archived
 
 pytestmark = pytest.mark.integration
@@ -178,6 +178,46 @@ def test_postgresql_16_backup_verify_and_recovery(make_cluster, workdir, write_c
         assert res["reached"]["timeline"] == 2
         assert ids_on(port) == set(range(1, 15001))
         assert sql_on(port, "SELECT current_setting('server_version_num')::int / 10000")[0] == 16
+    finally:
+        stop(os.path.join(scratch, "data"))
+        remove_tree(scratch)
+
+
+def test_configuration_outside_the_data_directory_is_kept_and_used(make_cluster, workdir, write_config, run_agent):
+    """Debian's layout: postgresql.conf (with include_dir 'conf.d'), pg_hba.conf and pg_ident.conf live in
+    another directory. The backup keeps them; the recovered data directory starts with them, its own paths."""
+    cluster = make_cluster("15", archive_mode="on", archive_command="", wal_level="replica")
+    cfg = write_config(workdir, "etc", cluster=cluster, physical={"checkpoint": "fast"})
+    enable_archiving(cluster, cfg)
+    _fill(cluster)
+    cluster.stop()
+    etc = make_pg_dir(cluster.dir / "etc")
+    make_pg_dir(etc / "conf.d")
+    for name in ("postgresql.conf", "pgb_test.conf", "pg_hba.conf", "pg_ident.conf"):
+        shutil.move(str(cluster.datadir / name), str(etc / name))
+    with open(etc / "postgresql.conf", "a", encoding="utf-8") as fh:
+        fh.write(f"data_directory = '{cluster.datadir}'\nhba_file = '{etc}/pg_hba.conf'\n"
+                 f"ident_file = '{etc}/pg_ident.conf'\ninclude_dir = 'conf.d'\n")
+    (etc / "conf.d" / "tuning.conf").write_text("work_mem = '7MB'\n")
+    run_pg([cluster.bin("pg_ctl"), "-D", str(etc), "-l", str(cluster.log_file), "-w", "start"], cwd=cluster.dir)
+    assert cluster.psql("SHOW config_file") == f"{etc}/postgresql.conf"
+
+    b = run_agent(cfg, "backup", "--physical").data
+    manifest = json.loads((workdir / "repo" / "etc" / "backups" / b["backup_id"] / "manifest.json").read_text())
+    assert manifest["extra"]["config_files"]["pg_hba.conf"] == f"{etc}/pg_hba.conf"
+    assert "conf.d/tuning.conf" in manifest["extra"]["config_files"]
+    assert any(o["role"] == "config" for o in manifest["objects"])
+    switch_and_wait_archived(cluster)
+
+    scratch = scratch_dir()
+    try:
+        data, port = os.path.join(scratch, "data"), free_port()
+        res = run_agent(cfg, "pitr", "--latest", "--data-dir", data, "--port", str(port), timeout=300).data
+        assert any("came from" in n and "commented out" in n for n in res["notes"]), res["notes"]
+        assert sql_on(port, "SELECT current_setting('work_mem'), current_setting('data_directory'), "
+                            "current_setting('hba_file')") == ("7MB", data, os.path.join(data, "pg_hba.conf"))
+        assert ids_on(port) == set(range(1, 20001))
+        assert f"#pg-backup pitr: data_directory = '{cluster.datadir}'" in Path(data, "postgresql.conf").read_text()
     finally:
         stop(os.path.join(scratch, "data"))
         remove_tree(scratch)
