@@ -114,6 +114,12 @@ def verify_physical_deep(ctx: Context, manifest: Manifest, results: List[Dict[st
             dest = os.path.join(data_dir, "pg_tblspc", str(ts["oid"]))
             os.makedirs(dest, mode=0o700, exist_ok=True)
             extract_archive(ctx, storage, key(ts["object"]), manifest, ts["object"], dest, timer, ctx.progress)
+        for other in (o for o in manifest.objects if o.role == "config"):
+            size = drain(iter_plaintext(ctx.storage, key(other.name), ctx.gpg, manifest.encryption.fingerprint,
+                                        what=f"{manifest.backup_id}/{other.name}", expected_sha256=other.sha256))
+            if size != other.raw_size:
+                raise IntegrityError(f"{manifest.backup_id}/{other.name}: decompressed to {size} bytes, the manifest "
+                                     f"says {other.raw_size}")
         obj = manifest.object_named(BACKUP_MANIFEST_OBJECT)
         fd = os.open(os.path.join(data_dir, "backup_manifest"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         copy_plaintext_to(iter_plaintext(ctx.storage, key(obj.name), ctx.gpg, manifest.encryption.fingerprint,

@@ -208,6 +208,8 @@ def test_configuration_outside_the_data_directory_is_kept_and_used(make_cluster,
     assert "conf.d/tuning.conf" in manifest["extra"]["config_files"]
     assert any(o["role"] == "config" for o in manifest["objects"])
     switch_and_wait_archived(cluster)
+    deep = run_agent(cfg, "verify", "--all", "--deep").data["backups"][0]
+    assert deep["ok"] and deep["pg_verifybackup"]["ok"] and "config.tar.zst.gpg" in [o["object"] for o in deep["objects"]]
 
     scratch = scratch_dir()
     try:
