@@ -51,7 +51,11 @@ LOCK_WAIT_SECONDS = 600.0
 XLP_LONG_HEADER = 0x0002
 UPLOADER_POLL_SECONDS = 0.05
 PREFETCH_IDLE_SECONDS = 60.0
-SPILL_OVER = 4 << 20           # ciphertext beyond this goes to a spill file in the spool (bounded memory)
+PREFETCH_TRUST_SECONDS = 60.0  # S3: a prefetched copy checked against its object this recently is served as is
+PREFETCH_RECHECK_SECONDS = 20.0
+LOCAL_META_XATTR = "user.pg-backup.meta"   # as storage/local.py (a unit test checks); read here without
+LOCAL_META_SUFFIX = ".pgb-meta"            # importing the storage package (which loads the configuration)
+SPILL_OVER = 1 << 20           # ciphertext beyond this goes to a spill file in the spool (bounded memory)
 FAILED_RETRY_SECONDS = 15.0
 
 Result = Dict[str, Any]
@@ -449,7 +453,7 @@ def fast_main(argv: List[str]) -> Optional[int]:
             if command == "wal-push":
                 answer = _fast_push(fast, positionals[0])
             else:
-                answer = _fast_fetch(fast, positionals[0], positionals[1])
+                answer = _fast_fetch(fast, positionals[0], positionals[1], config_path)
     except Exception:  # noqa: BLE001 - the full path decides (and reports) anything unexpected
         answer = None
     finally:
@@ -497,18 +501,52 @@ def _fast_push(fast: Dict[str, Any], path: str, pickup_seconds: float = 2.0) -> 
         time.sleep(0.005)
 
 
-def _fast_fetch(fast: Dict[str, Any], name: str, dest: str) -> Optional[int]:
-    if fast.get("repo_type") != "local" or not _NAME_RE.match(name):
+def _fast_fetch(fast: Dict[str, Any], name: str, dest: str, config_path: str) -> Optional[int]:
+    """Missing in a local repository -> 7; a prefetched copy that still matches -> served by rename."""
+    if not _NAME_RE.match(name):
         return None
-    wal_root = fast.get("local_wal_root")
-    if not wal_root or not os.path.isdir(wal_root):
-        return None                       # no archive at all here: let the full path explain
-    if os.path.exists(os.path.join(wal_root, name[:8], name + ".zst.gpg")):
-        return None                       # it exists: download and decrypt on the full path
-    _unlink(os.path.join(fast["spool"], "prefetch", name))
-    sys.stderr.write(f"pg-backup: error: WAL file {name} is not in the archive {wal_root}; "
-                     f"this is normal at the end of the archived WAL\n")
-    return 7
+    prefetch = os.path.join(fast["spool"], "prefetch")
+    served = False
+    if fast.get("repo_type") == "local":
+        wal_root = fast.get("local_wal_root")
+        if not wal_root or not os.path.isdir(wal_root):
+            return None                   # no archive at all here: let the full path explain
+        obj = os.path.join(wal_root, name[:8], name + ".zst.gpg")
+        try:
+            st = os.stat(obj)
+        except FileNotFoundError:
+            drop_prefetched(prefetch, name)
+            sys.stderr.write(f"pg-backup: error: WAL file {name} is not in the archive {wal_root}; "
+                             f"this is normal at the end of the archived WAL\n")
+            return 7
+        if os.path.exists(os.path.join(prefetch, name)):
+            served = serve_prefetched(prefetch, name, dest, object_sha256=_local_object_sha256(obj),
+                                      object_size=st.st_size)
+    elif os.path.exists(os.path.join(prefetch, name)):
+        served = serve_prefetched(prefetch, name, dest, trust_seconds=PREFETCH_TRUST_SECONDS)
+    if not served:
+        return None
+    _atomic_write(os.path.join(prefetch, "want"), name.encode())
+    if not is_locked(os.path.join(fast["spool"], "prefetcher.lock")):
+        _spawn(_worker_command("_prefetch", os.path.abspath(config_path)), os.path.join(fast["spool"], "worker.log"))
+    return 0
+
+
+def _local_object_sha256(path: str) -> Optional[str]:
+    raw: Optional[bytes] = None
+    try:
+        raw = os.getxattr(path, LOCAL_META_XATTR)
+    except OSError:
+        try:
+            with open(path + LOCAL_META_SUFFIX, "rb") as fh:
+                raw = fh.read()
+        except OSError:
+            return None
+    try:
+        value = json.loads(raw).get("pgb-sha256")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def console_main() -> int:
@@ -1277,39 +1315,42 @@ def _decrypt_to(ctx: Any, key: str, fingerprint: str, sha256: Optional[str], siz
             _unlink(tmp)
 
 
-def _serve_prefetched(spool: Spool, name: str, info: Any, dest: str) -> bool:
-    """Move a prefetched copy into place if it still matches the archive's object; else drop it."""
+def drop_prefetched(prefetch: str, name: str) -> None:
+    _unlink(os.path.join(prefetch, name))
+    _unlink(os.path.join(prefetch, name + ".json"))
+
+
+def serve_prefetched(prefetch: str, name: str, dest: str, *, object_sha256: Optional[str] = None,
+                     object_size: Optional[int] = None, trust_seconds: Optional[float] = None) -> bool:
+    """Move a prefetched copy to ``dest`` if it still matches; otherwise (or after) drop it.
+
+    It must match the archive's object -- the SHA-256 and stored size given, read from the object
+    now; or, where that would need a request (S3, on the fast path), the prefetcher's own check of
+    it within ``trust_seconds`` -- and it must still hash to that SHA-256 on disk."""
     import hashlib
 
-    from .walarchive import META_SHA256
-
-    path = os.path.join(spool.prefetch, name)
-    record_path = path + ".json"
+    path = os.path.join(prefetch, name)
     try:
-        with open(record_path, "rb") as fh:
+        with open(path + ".json", "rb") as fh:
             record = json.loads(fh.read())
-    except (OSError, ValueError):
-        _unlink(path)
-        _unlink(record_path)
-        return False
-    meta = info.metadata or {}
-    good = (record.get("sha256") == meta.get(META_SHA256) and record.get("object_size") == info.size)
-    if good:
-        digest = hashlib.sha256()
-        try:
+        if object_sha256 is not None:
+            good = record.get("sha256") == object_sha256 and record.get("object_size") == object_size
+        elif trust_seconds is None or time.time() - float(record.get("verified_at", 0)) > trust_seconds:
+            return False      # not checked recently: keep it for a caller that can ask the archive
+        else:
+            good = True
+        if good:
+            digest = hashlib.sha256()
             for block in read_blocks(path):
                 digest.update(block)
-        except OSError:
-            good = False
-        good = good and digest.hexdigest() == record.get("sha256")
-    if good:
-        try:
-            os.rename(path, dest)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                good = False
-            else:  # another filesystem: copy beside the target, then rename
-                import shutil
+            good = digest.hexdigest() == record.get("sha256")
+        if good:
+            try:
+                os.rename(path, dest)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                import shutil  # another filesystem: copy beside the target, then rename
 
                 tmp = os.path.join(os.path.dirname(os.path.abspath(dest)), f".{os.path.basename(dest)}.pgb-tmp")
                 try:
@@ -1317,9 +1358,10 @@ def _serve_prefetched(spool: Spool, name: str, info: Any, dest: str) -> bool:
                     os.rename(tmp, dest)
                 except OSError:
                     _unlink(tmp)
-                    good = False
-    _unlink(path)
-    _unlink(record_path)
+                    raise
+    except (OSError, ValueError, TypeError):
+        good = False
+    drop_prefetched(prefetch, name)
     return good
 
 
@@ -1339,13 +1381,13 @@ def wal_fetch(ctx: Any, name: str, dest: str, *, config_path: Optional[str] = No
     key = archive.key_for(name)
     info = ctx.storage.head(key)
     if info is None:
-        _unlink(os.path.join(spool.prefetch, name))
-        _unlink(os.path.join(spool.prefetch, name + ".json"))
+        drop_prefetched(spool.prefetch, name)
         raise NotFoundError(f"WAL file {name} is not in the archive {ctx.repo.location}wal/",
                             hint="this is normal at the end of the archived WAL")
     meta = info.metadata or {}
     source = "archive"
-    if os.path.exists(os.path.join(spool.prefetch, name)) and _serve_prefetched(spool, name, info, dest):
+    if os.path.exists(os.path.join(spool.prefetch, name)) and serve_prefetched(
+            spool.prefetch, name, dest, object_sha256=meta.get(META_SHA256), object_size=info.size):
         source = "prefetched"
     else:
         fingerprint = meta.get(META_KEY)
@@ -1366,9 +1408,12 @@ def request_prefetch(ctx: Any, spool: Spool, config_path: Optional[str], name: s
 
 
 def run_prefetcher(ctx: Any, *, idle_seconds: float = PREFETCH_IDLE_SECONDS) -> int:
-    """Keep the ``wal.fetch_prefetch`` segments after the last served one in the spool. Returns files fetched."""
-    from .errors import PgBackupError
-    from .walarchive import META_KEY, META_SHA256, META_SIZE, WalArchive, next_segment, parse_wal_name
+    """Keep the ``wal.fetch_prefetch`` segments after the last served one decrypted and verified in the
+    spool, two downloads at a time; re-check held copies against the archive every 20 s. Returns the
+    number of files fetched."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .walarchive import WalArchive, next_segment, parse_wal_name
 
     spool = Spool.for_settings(ctx.settings)
     lock = FileLock.acquire(os.path.join(spool.root, "prefetcher.lock"), 0)
@@ -1377,10 +1422,18 @@ def run_prefetcher(ctx: Any, *, idle_seconds: float = PREFETCH_IDLE_SECONDS) -> 
     archive = WalArchive(ctx.storage, ctx.cluster)
     size = archive.segment_size()
     depth = ctx.settings.wal.fetch_prefetch
-    fetched = 0
+    fetched = [0]
     last_want, last_change = None, time.monotonic()
     missing_until: Dict[str, float] = {}
-    with lock:
+    running: Dict[str, Any] = {}
+
+    def fetch_one(name: str) -> None:
+        if _prefetch_one(ctx, archive, spool, name):
+            fetched[0] += 1
+        else:
+            missing_until[name] = time.monotonic() + 1.0
+
+    with lock, ThreadPoolExecutor(max_workers=2, thread_name_prefix="wal-prefetch") as pool:
         while True:
             try:
                 with open(os.path.join(spool.prefetch, "want"), "rb") as fh:
@@ -1392,49 +1445,99 @@ def run_prefetcher(ctx: Any, *, idle_seconds: float = PREFETCH_IDLE_SECONDS) -> 
                 last_want, last_change = want, now
             elif now - last_change > idle_seconds:
                 break
-            if not want:
-                time.sleep(0.2)
-                continue
-            # Drop what recovery has passed.
+            for n, fut in list(running.items()):
+                if fut.done():
+                    del running[n]
+                    if fut.exception() is not None:
+                        _log(f"prefetch of {n} failed: {fut.exception()}")
+                        missing_until[n] = now + 5.0
             try:
-                w_want = parse_wal_name(want)
-                for entry in os.listdir(spool.prefetch):
-                    base = entry[:-5] if entry.endswith(".json") else entry
-                    if _SEGMENT_ONLY_RE.match(base) and base[8:] <= want[8:]:
-                        _unlink(os.path.join(spool.prefetch, entry))
-            except (OSError, ValueError):
+                w_want = parse_wal_name(want) if want else None
+            except ValueError:
+                w_want = None
+            if w_want is None or w_want.kind != "segment":
+                time.sleep(0.1)
                 continue
-            did = False
+            _drop_passed(spool.prefetch, want, running)
+            _recheck(ctx, archive, spool, running)
             name = want
             for _ in range(depth):
                 name = next_segment(name, size)
-                path = os.path.join(spool.prefetch, name)
-                if os.path.exists(path) or missing_until.get(name, 0) > now:
+                if len(running) >= 2:
+                    break
+                if name in running or os.path.exists(os.path.join(spool.prefetch, name)) or \
+                        missing_until.get(name, 0) > now:
                     continue
-                key = archive.key_for(name)
-                try:
-                    info = ctx.storage.head(key)
-                    if info is None:
-                        missing_until[name] = now + 1.0
-                        break
-                    meta = info.metadata or {}
-                    # The record first: a served copy always has one (it says what was verified).
-                    _atomic_write(path + ".json", json.dumps({
-                        "sha256": meta.get(META_SHA256), "object_size": info.size, "key": key}).encode())
-                    _decrypt_to(ctx, key, meta.get(META_KEY, ""), meta.get(META_SHA256),
-                                int(meta[META_SIZE]) if meta.get(META_SIZE, "").isdigit() else None,
-                                path, f"WAL file {name}")
-                    fetched += 1
-                    did = True
-                except PgBackupError as exc:
-                    _log(f"prefetch of {name} failed: {exc}")
-                    missing_until[name] = now + 5.0
-                    break
-                if w_want.timeline != parse_wal_name(name).timeline:
-                    break
-            if not did:
-                time.sleep(0.1)
-    return fetched
+                running[name] = pool.submit(fetch_one, name)
+            time.sleep(0.05)
+    return fetched[0]
+
+
+def _prefetch_one(ctx: Any, archive: Any, spool: Spool, name: str) -> bool:
+    """Download, decrypt and verify ``name`` into the spool; False if the archive has no such file."""
+    from .walarchive import META_KEY, META_SHA256, META_SIZE
+
+    key = archive.key_for(name)
+    info = ctx.storage.head(key)
+    if info is None:
+        return False
+    meta = info.metadata or {}
+    path = os.path.join(spool.prefetch, name)
+    # The record first: a copy is only ever served together with what it was checked against.
+    _atomic_write(path + ".json", json.dumps({"sha256": meta.get(META_SHA256), "object_size": info.size,
+                                              "key": key, "verified_at": time.time()}).encode())
+    try:
+        _decrypt_to(ctx, key, meta.get(META_KEY, ""), meta.get(META_SHA256),
+                    int(meta[META_SIZE]) if meta.get(META_SIZE, "").isdigit() else None, path, f"WAL file {name}")
+    except BaseException:
+        drop_prefetched(spool.prefetch, name)
+        raise
+    return True
+
+
+def _drop_passed(prefetch: str, want: str, running: Dict[str, Any]) -> None:
+    """Remove copies recovery has passed (by position, whatever their timeline)."""
+    try:
+        entries = os.listdir(prefetch)
+    except OSError:
+        return
+    for entry in entries:
+        base = entry[:-5] if entry.endswith(".json") else entry
+        if _SEGMENT_ONLY_RE.match(base) and base[8:] <= want[8:] and base not in running:
+            _unlink(os.path.join(prefetch, entry))
+
+
+def _recheck(ctx: Any, archive: Any, spool: Spool, running: Dict[str, Any]) -> None:
+    """Held copies whose check is older than PREFETCH_RECHECK_SECONDS: HEAD the object again; a copy
+    whose object is gone or different is dropped, the others get a fresh ``verified_at``."""
+    from .walarchive import META_SHA256
+
+    now = time.time()
+    try:
+        entries = [e[:-5] for e in os.listdir(spool.prefetch) if e.endswith(".json")]
+    except OSError:
+        return
+    for name in entries:
+        if name in running:
+            continue
+        record_path = os.path.join(spool.prefetch, name + ".json")
+        try:
+            with open(record_path, "rb") as fh:
+                record = json.loads(fh.read())
+            if now - float(record.get("verified_at", 0)) < PREFETCH_RECHECK_SECONDS:
+                continue
+            info = ctx.storage.head(archive.key_for(name))
+        except (OSError, ValueError, TypeError):
+            continue
+        except Exception as exc:  # noqa: BLE001 - storage trouble: keep the copy, the serve checks anyway
+            _log(f"re-check of prefetched {name} failed: {exc}")
+            continue
+        if info is None or (info.metadata or {}).get(META_SHA256) != record.get("sha256") or \
+                info.size != record.get("object_size"):
+            drop_prefetched(spool.prefetch, name)
+            continue
+        record["verified_at"] = now
+        _atomic_write(record_path, json.dumps(record).encode())
 
 
 # =================================================================================================

@@ -155,6 +155,11 @@ def test_prefetched_segments_are_checked_before_they_are_served(make_cluster, wo
     (prefetch / f"{names[3]}.json").write_text(json.dumps(record))
     third = run_agent(cfg, "wal-fetch", names[3], str(workdir / "3")).data
     assert third["source"] == "archive" and (workdir / "3").read_bytes() == original[names[3]]
+    # PostgreSQL's own calls (no --json) are served from the spool by the fast path.
+    wait_for(lambda: (prefetch / names[4]).exists(), 30, what=f"{names[4]} prefetched")
+    fast = run_agent(cfg, "--quiet", "wal-fetch", names[4], str(workdir / "4"), json=False)
+    assert fast.rc == 0 and fast.stdout == "" and (workdir / "4").read_bytes() == original[names[4]]
+    assert not (prefetch / names[4]).exists()
 
 
 def test_prune_keeps_the_wal_that_retained_base_backups_need(make_cluster, workdir, write_config, run_agent):

@@ -9,6 +9,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -23,9 +24,10 @@ from pg_backup.storage import local as local_mod
 from pg_backup.storage.local import LocalStorage
 
 
-def test_fast_path_constants_match_the_configuration_module():
+def test_fast_path_constants_match_the_modules_it_must_not_import():
     assert wal.ENV_CONFIG == config_mod.ENV_CONFIG
     assert wal.DEFAULT_CONFIG_PATH == config_mod.DEFAULT_CONFIG_PATH
+    assert wal.LOCAL_META_XATTR == local_mod._META_XATTR and wal.LOCAL_META_SUFFIX == local_mod._META_SUFFIX
 
 
 @pytest.mark.parametrize("argv,expected", [
@@ -112,6 +114,58 @@ def test_fast_path_acknowledges_only_remembered_files(tmp_path, monkeypatch):
     (tmp_path / "repo" / "pre" / "main" / "wal" / "00000001" / "000000010000000000000009.zst.gpg").write_bytes(b"")
     assert wal.fast_main(["--config", str(cfg), "wal-fetch", "000000010000000000000009", str(tmp_path / "d")]) is None
     assert wal.fast_main(["--config", str(cfg), "wal-fetch", "../etc/passwd", str(tmp_path / "d")]) is None
+
+
+def _prefetched(prefetch, name, data, *, verified_at=None, object_size=10):
+    prefetch.mkdir(parents=True, exist_ok=True)
+    (prefetch / name).write_bytes(data)
+    (prefetch / f"{name}.json").write_text(json.dumps({
+        "sha256": hashlib.sha256(data).hexdigest(), "object_size": object_size,
+        "verified_at": time.time() if verified_at is None else verified_at}))
+
+
+def test_serving_a_prefetched_copy(tmp_path):
+    prefetch, name, data = tmp_path / "p", "000000010000000000000005", b"wal" * 1000
+    sha = hashlib.sha256(data).hexdigest()
+    _prefetched(prefetch, name, data)
+    assert wal.serve_prefetched(str(prefetch), name, str(tmp_path / "d"), object_sha256=sha, object_size=10)
+    assert (tmp_path / "d").read_bytes() == data and os.listdir(prefetch) == []
+    _prefetched(prefetch, name, data)                       # the archive's object is another one now
+    assert not wal.serve_prefetched(str(prefetch), name, str(tmp_path / "e"), object_sha256="0" * 64,
+                                    object_size=10)
+    assert not (tmp_path / "e").exists() and os.listdir(prefetch) == []
+    _prefetched(prefetch, name, data)
+    (prefetch / name).write_bytes(b"x" + data[1:])          # damaged on disk
+    assert not wal.serve_prefetched(str(prefetch), name, str(tmp_path / "e"), object_sha256=sha, object_size=10)
+    assert os.listdir(prefetch) == []
+    _prefetched(prefetch, name, data, verified_at=time.time() - 3600)   # S3 fast path: checked too long ago
+    assert not wal.serve_prefetched(str(prefetch), name, str(tmp_path / "e"), trust_seconds=60)
+    assert sorted(os.listdir(prefetch)) == [name, f"{name}.json"]      # kept for the full path to check
+    _prefetched(prefetch, name, data)
+    assert wal.serve_prefetched(str(prefetch), name, str(tmp_path / "e"), trust_seconds=60)
+
+
+def test_fast_fetch_serves_a_matching_prefetched_copy_from_a_local_repository(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    os.makedirs(tmp_path / "tmp")
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("x")
+    settings = _settings(tmp_path)
+    spool = wal.Spool.for_settings(settings)
+    wal.write_fast_settings(str(cfg), settings, spool)
+    name, data = "000000010000000000000007", b"segment" * 500
+    storage = LocalStorage(str(tmp_path / "repo"), "pre")
+    storage.put_bytes(f"main/wal/00000001/{name}.zst.gpg", b"ciphertext",
+                      PutOptions(metadata={"pgb-sha256": hashlib.sha256(data).hexdigest()}), overwrite=False)
+    _prefetched(tmp_path / "spool" / os.path.basename(spool.root) / "prefetch", name, data, object_size=10)
+    (tmp_path / "spool" / os.path.basename(spool.root) / "prefetcher.lock").touch()
+    import fcntl
+
+    with open(os.path.join(spool.root, "prefetcher.lock")) as held:     # a prefetcher runs: none is started
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert wal.fast_main(["--config", str(cfg), "wal-fetch", name, str(tmp_path / "dest")]) == 0
+    assert (tmp_path / "dest").read_bytes() == data
+    assert open(os.path.join(spool.prefetch, "want")).read() == name
 
 
 def test_the_fast_path_imports_no_heavy_module(tmp_path):
