@@ -53,8 +53,6 @@ UPLOADER_POLL_SECONDS = 0.05
 PREFETCH_IDLE_SECONDS = 60.0
 PREFETCH_TRUST_SECONDS = 60.0  # S3: a prefetched copy checked against its object this recently is served as is
 PREFETCH_RECHECK_SECONDS = 20.0
-LOCAL_META_XATTR = "user.pg-backup.meta"   # as storage/local.py (a unit test checks); read here without
-LOCAL_META_SUFFIX = ".pgb-meta"            # importing the storage package (which loads the configuration)
 SPILL_OVER = 1 << 20           # ciphertext beyond this goes to a spill file in the spool (bounded memory)
 FAILED_RETRY_SECONDS = 15.0
 
@@ -533,20 +531,9 @@ def _fast_fetch(fast: Dict[str, Any], name: str, dest: str, config_path: str) ->
 
 
 def _local_object_sha256(path: str) -> Optional[str]:
-    raw: Optional[bytes] = None
-    try:
-        raw = os.getxattr(path, LOCAL_META_XATTR)
-    except OSError:
-        try:
-            with open(path + LOCAL_META_SUFFIX, "rb") as fh:
-                raw = fh.read()
-        except OSError:
-            return None
-    try:
-        value = json.loads(raw).get("pgb-sha256")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None
+    from .objmeta import read   # standard library only, unlike the storage package
+
+    return read(path).get("pgb-sha256")
 
 
 def console_main() -> int:

@@ -15,19 +15,17 @@ from types import SimpleNamespace
 import pytest
 
 from pg_backup import config as config_mod
-from pg_backup import wal
+from pg_backup import objmeta, wal
 from pg_backup.config import EncryptionSettings
 from pg_backup.crypto import GnuPG
 from pg_backup.pipeline import iter_plaintext
 from pg_backup.storage.base import PutOptions
-from pg_backup.storage import local as local_mod
 from pg_backup.storage.local import LocalStorage
 
 
-def test_fast_path_constants_match_the_modules_it_must_not_import():
+def test_fast_path_constants_match_the_configuration_module():
     assert wal.ENV_CONFIG == config_mod.ENV_CONFIG
     assert wal.DEFAULT_CONFIG_PATH == config_mod.DEFAULT_CONFIG_PATH
-    assert wal.LOCAL_META_XATTR == local_mod._META_XATTR and wal.LOCAL_META_SUFFIX == local_mod._META_SUFFIX
 
 
 @pytest.mark.parametrize("argv,expected", [
@@ -52,15 +50,22 @@ def _settings(tmp_path, repo_type="local"):
     return SimpleNamespace(cluster="main", repository=repo, wal_spool_path=str(tmp_path / "spool"))
 
 
-def test_fast_settings_cache_follows_the_configuration_file(tmp_path, monkeypatch):
+@pytest.fixture
+def fast_env(tmp_path, monkeypatch):
+    """(config file, settings, spool) with the fast-path cache written, TMPDIR private to the test."""
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     os.makedirs(tmp_path / "tmp")
     cfg = tmp_path / "c.yml"
     cfg.write_text("cluster: main\n")
     settings = _settings(tmp_path)
     spool = wal.Spool.for_settings(settings)
-    assert oct(os.stat(spool.root).st_mode & 0o777) == "0o700"
     wal.write_fast_settings(str(cfg), settings, spool)
+    return cfg, settings, spool
+
+
+def test_fast_settings_cache_follows_the_configuration_file(tmp_path, fast_env):
+    cfg, settings, spool = fast_env
+    assert oct(os.stat(spool.root).st_mode & 0o777) == "0o700"
     fast = wal.read_fast_settings(str(cfg))
     assert fast["spool"] == spool.root and fast["local_wal_root"] == str(tmp_path / "repo" / "pre" / "main" / "wal")
     cfg.write_text("cluster: main\n# changed\n")
@@ -92,14 +97,8 @@ def test_markers_are_bound_to_the_file(tmp_path):
     assert not spool.marker_matches(f.name, os.stat(f))
 
 
-def test_fast_path_acknowledges_only_remembered_files(tmp_path, monkeypatch):
-    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
-    os.makedirs(tmp_path / "tmp")
-    cfg = tmp_path / "c.yml"
-    cfg.write_text("x")
-    settings = _settings(tmp_path)
-    spool = wal.Spool.for_settings(settings)
-    wal.write_fast_settings(str(cfg), settings, spool)
+def test_fast_path_acknowledges_only_remembered_files(tmp_path, fast_env):
+    cfg, settings, spool = fast_env
     pg_wal = tmp_path / "pg_wal"
     pg_wal.mkdir()
     seg = pg_wal / "000000010000000000000002"
@@ -145,14 +144,8 @@ def test_serving_a_prefetched_copy(tmp_path):
     assert wal.serve_prefetched(str(prefetch), name, str(tmp_path / "e"), trust_seconds=60)
 
 
-def test_fast_fetch_serves_a_matching_prefetched_copy_from_a_local_repository(tmp_path, monkeypatch):
-    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
-    os.makedirs(tmp_path / "tmp")
-    cfg = tmp_path / "c.yml"
-    cfg.write_text("x")
-    settings = _settings(tmp_path)
-    spool = wal.Spool.for_settings(settings)
-    wal.write_fast_settings(str(cfg), settings, spool)
+def test_fast_fetch_serves_a_matching_prefetched_copy_from_a_local_repository(tmp_path, fast_env):
+    cfg, settings, spool = fast_env
     name, data = "000000010000000000000007", b"segment" * 500
     storage = LocalStorage(str(tmp_path / "repo"), "pre")
     storage.put_bytes(f"main/wal/00000001/{name}.zst.gpg", b"ciphertext",
@@ -205,8 +198,8 @@ def test_local_metadata_falls_back_to_a_sidecar_without_xattrs(tmp_path, monkeyp
     def refuse(*_a, **_k):
         raise OSError(errno.ENOTSUP, "Operation not supported")
 
-    monkeypatch.setattr(local_mod.os, "setxattr", refuse)
-    monkeypatch.setattr(local_mod.os, "getxattr", refuse)
+    monkeypatch.setattr(objmeta.os, "setxattr", refuse)
+    monkeypatch.setattr(objmeta.os, "getxattr", refuse)
     s = LocalStorage(str(tmp_path))
     s.put_stream("c/wal/k", [b"da", b"ta"], PutOptions(metadata={"pgb-sha256": "ab"}), overwrite=False)
     assert (tmp_path / "c" / "wal" / "k.pgb-meta").exists()

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
-import json
 import os
 import secrets
 from typing import Dict, Iterable, Iterator, List, Optional
 
+from .. import objmeta
 from ..errors import NotFoundError, StorageError
 from .base import IncompleteUpload, ObjectInfo, PutOptions, Storage
 
 _TMP_MARK = ".tmp-"
-_META_SUFFIX = ".pgb-meta"         # sidecar holding an object's metadata where xattrs are unsupported
-_META_XATTR = "user.pg-backup.meta"
-_NO_XATTR = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.E2BIG, errno.ENOSPC, errno.EACCES}
+_META_SUFFIX = objmeta.META_SUFFIX
 _WRITEBACK_EVERY = 32 << 20
 
 
@@ -85,7 +83,7 @@ class LocalStorage(Storage):
                         # asynchronously), so the final fsync does not wait for the whole file.
                         os.posix_fadvise(fd, flushed, size - flushed, os.POSIX_FADV_DONTNEED)
                         flushed = size
-                sidecar = _set_metadata(fd, options.metadata)
+                sidecar = objmeta.set_on_fd(fd, options.metadata)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -162,7 +160,7 @@ class LocalStorage(Storage):
             return None
         except OSError as exc:
             raise StorageError(f"cannot stat {path}: {exc.strerror}") from None
-        return ObjectInfo(key, st.st_size, _mtime(st.st_mtime), metadata=_get_metadata(path))
+        return ObjectInfo(key, st.st_size, _mtime(st.st_mtime), metadata=objmeta.read(path))
 
     def _walk(self, prefix: str) -> Iterator[tuple]:
         base = self.root
@@ -241,38 +239,6 @@ class LocalStorage(Storage):
                                hint="chown it to the user that runs pg-backup")
         st = os.statvfs(self.root)
         return {"reachable": True, "path": self.root, "free_bytes": st.f_bavail * st.f_frsize}
-
-
-def _set_metadata(fd: int, metadata: Dict[str, str]) -> Optional[bytes]:
-    """Attach metadata to the open temp file as one extended attribute (so it becomes visible together
-    with the object). Returns the encoded metadata when the filesystem refuses, for a sidecar file."""
-    if not metadata:
-        return None
-    data = json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode()
-    try:
-        os.setxattr(fd, _META_XATTR, data)
-        return None
-    except OSError as exc:
-        if exc.errno in _NO_XATTR:
-            return data
-        raise
-
-
-def _get_metadata(path: str) -> Dict[str, str]:
-    raw: Optional[bytes] = None
-    try:
-        raw = os.getxattr(path, _META_XATTR)
-    except OSError:
-        try:
-            with open(path + _META_SUFFIX, "rb") as fh:
-                raw = fh.read()
-        except OSError:
-            return {}
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return {}
-    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 def _mtime(ts: float) -> dt.datetime:
