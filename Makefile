@@ -85,7 +85,8 @@ check-postgres-access: $(VENV_STAMP)
 
 # Test suites, one recipe line each; make stops at the first suite that fails.
 test: deps venv $(GALAXY_VENV_STAMP)
-	$(PYTEST) agent/tests
+	# Three workers: most of a test is waiting on PostgreSQL, gpg and the S3 endpoint (CI has 2 cores).
+	$(PYTEST) -n 3 agent/tests
 	$(PYTEST) tests/roles tests/integration_moto
 	bash scripts/ansible-test.sh
 	bash scripts/lint.sh
