@@ -32,7 +32,7 @@ from typing import Dict, List, Optional
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_logical import ACCOUNTS_PER_SCALE, agent_command, cpu_model, make_databases  # noqa: E402
-from common import (Measurement, TempCluster, check_ok, free_port, log, make_pg_dir, markdown_table,  # noqa: E402
+from common import (Measurement, agent_setup, tear_down, TempCluster, check_ok, free_port, log, make_pg_dir, markdown_table,  # noqa: E402
                     measure, parse_json_stdout, pg_bin_dir, pg_env, require_root, run_as_pg, signals_raise,
                     write_pg_file)
 
@@ -54,12 +54,9 @@ class DrillBench:
         self.args = args
         self.work = work
         self.cluster = cluster
-        self.home = make_pg_dir(os.path.join(work, "home"))
-        self.agent, agent_env = agent_command(args.agent, self.home)
-        self.env = pg_env(self.home, {**agent_env, "PGHOST": "127.0.0.1", "PGPORT": str(cluster.port),
-                                      "PGUSER": "postgres"})
-        secrets = make_pg_dir(os.path.join(work, "secrets"))
-        passphrase = write_pg_file(os.path.join(secrets, "passphrase"), "benchmark passphrase, not a secret\n")
+        setup = agent_setup(agent_command, args.agent, work, cluster.port)
+        self.home, self.agent, self.env = setup.home, setup.agent, setup.env
+        secrets, passphrase = setup.secrets, setup.passphrase
         self.expected_accounts = ACCOUNTS_PER_SCALE * args.scale
         self.checks = [
             {"name": "accounts", "database": "bench_random", "sql": "SELECT count(*) FROM pgbench_accounts",
@@ -262,13 +259,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         log(f"FAILED: {exc}")
         failed = True
     finally:
-        if cluster is not None:
-            cluster.stop()
-            log("cluster stopped")
-        if args.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        tear_down(cluster, work, args.keep)
     return 1 if failed else 0
 
 

@@ -34,7 +34,7 @@ from typing import Callable, Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (REPO_ROOT, Measurement, MotoServer, TempCluster, check_ok, find_moto_server,  # noqa: E402
+from common import (REPO_ROOT, agent_setup, tear_down, Measurement, MotoServer, TempCluster, check_ok, find_moto_server,  # noqa: E402
                     kb_to_mb, log, make_pg_dir, markdown_table, mb, measure, parse_json_stdout, pg_bin_dir,
                     pg_env, require_root, run_as_pg, signals_raise, write_pg_file)
 
@@ -175,13 +175,10 @@ class Bench:
         self.cluster = cluster
         self.moto = moto
         self.moto_error = moto_error
-        self.home = make_pg_dir(os.path.join(work, "home"))
+        setup = agent_setup(agent_command, args.agent, work, cluster.port)
+        self.home, self.agent, self.env = setup.home, setup.agent, setup.env
+        secrets, passphrase = setup.secrets, setup.passphrase
         self.files = make_pg_dir(os.path.join(work, "files"))
-        self.agent, agent_env = agent_command(args.agent, self.home)
-        self.env = pg_env(self.home, {**agent_env, "PGHOST": "127.0.0.1", "PGPORT": str(cluster.port),
-                                      "PGUSER": "postgres"})
-        secrets = make_pg_dir(os.path.join(work, "secrets"))
-        passphrase = write_pg_file(os.path.join(secrets, "passphrase"), "benchmark passphrase, not a secret\n")
         base = {"cluster": "bench", "postgres": {"host": "127.0.0.1", "port": cluster.port, "user": "postgres"},
                 "encryption": {"mode": "passphrase", "passphrase_file": passphrase}}
         self.cfg_local = write_pg_file(os.path.join(secrets, "local.yml"), json.dumps({
@@ -494,15 +491,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 with open(args.output, "w", encoding="utf-8") as fh:
                     fh.write(text)
     finally:
-        if moto is not None:
-            moto.stop()
-        if cluster is not None:
-            cluster.stop()
-            log("cluster stopped")
-        if args.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        tear_down(cluster, work, args.keep, moto)
     return 1 if failed else 0
 
 

@@ -36,8 +36,8 @@ from typing import Dict, List, Optional
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_logical import ACCOUNTS_PER_SCALE, agent_command, cpu_model, filler_sql  # noqa: E402
-from common import (Measurement, TempCluster, check_ok, kb_to_mb, log, make_pg_dir, markdown_table,  # noqa: E402
-                    measure, parse_json_stdout, pg_bin_dir, pg_env, require_root, run_as_pg, signals_raise,
+from common import (Measurement, agent_setup, tear_down, TempCluster, check_ok, kb_to_mb, log, make_pg_dir, markdown_table,  # noqa: E402
+                    measure, parse_json_stdout, pg_bin_dir, require_root, run_as_pg, signals_raise,
                     write_pg_file)
 
 TARGETS = {"speed": 1.0, "size": 1.05}
@@ -70,13 +70,10 @@ def pgbackrest_version() -> str:
 class Bench:
     def __init__(self, args: argparse.Namespace, work: str, cluster: TempCluster):
         self.args, self.work, self.cluster = args, work, cluster
-        self.home = make_pg_dir(os.path.join(work, "home"))
+        setup = agent_setup(agent_command, args.agent, work, cluster.port)
+        self.home, self.agent, self.env = setup.home, setup.agent, setup.env
+        secrets, passphrase = setup.secrets, setup.passphrase
         self.files = make_pg_dir(os.path.join(work, "files"))
-        self.agent, agent_env = agent_command(args.agent, self.home)
-        self.env = pg_env(self.home, {**agent_env, "PGHOST": "127.0.0.1", "PGPORT": str(cluster.port),
-                                      "PGUSER": "postgres"})
-        secrets = make_pg_dir(os.path.join(work, "secrets"))
-        passphrase = write_pg_file(os.path.join(secrets, "passphrase"), "benchmark passphrase, not a secret\n")
         self.cfg = write_pg_file(os.path.join(secrets, "agent.yml"), json.dumps({
             "cluster": "bench", "postgres": {"host": "127.0.0.1", "port": cluster.port, "user": "postgres",
                                              "bin_dir": cluster.bin_dir},
@@ -336,11 +333,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             failed = True
             raise
         finally:
-            cluster.stop()
-            if not args.keep:
-                shutil.rmtree(work, ignore_errors=True)
-            else:
-                log(f"kept {work}")
+            tear_down(cluster, work, args.keep)
     print(text)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as fh:

@@ -452,3 +452,39 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------------------
+# What every benchmark does first and last
+
+@dataclass
+class AgentSetup:
+    """The agent's home, command line, environment and a benchmark passphrase file, all owned by postgres."""
+
+    home: str
+    agent: List[str]
+    env: Dict[str, str]
+    secrets: str
+    passphrase: str
+
+
+def agent_setup(agent_command_fn, explicit_agent: Optional[str], work: str, port: int) -> AgentSetup:
+    home = make_pg_dir(os.path.join(work, "home"))
+    agent, agent_env = agent_command_fn(explicit_agent, home)
+    env = pg_env(home, {**agent_env, "PGHOST": "127.0.0.1", "PGPORT": str(port), "PGUSER": "postgres"})
+    secrets = make_pg_dir(os.path.join(work, "secrets"))
+    passphrase = write_pg_file(os.path.join(secrets, "passphrase"), "benchmark passphrase, not a secret\n")
+    return AgentSetup(home, agent, env, secrets, passphrase)
+
+
+def tear_down(cluster: Optional["TempCluster"], work: str, keep: bool, moto: Optional["MotoServer"] = None) -> None:
+    """Stop what a benchmark started and remove its work directory (unless kept)."""
+    if moto is not None:
+        moto.stop()
+    if cluster is not None:
+        cluster.stop()
+        log("cluster stopped")
+    if keep:
+        log(f"kept {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
