@@ -532,7 +532,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         set_archive_command(cluster, "/bin/false")
                 for key, results in runs.items():
                     results.sort(key=lambda t: t["tps"])
-                    median = dict(results[len(results) // 2])
+                    median = dict(results[(len(results) - 1) // 2])
+                    median["tps"] = statistics.median(t["tps"] for t in results)
                     median["tps_min"], median["tps_max"] = results[0]["tps"], results[-1]["tps"]
                     median["runs"] = len(results)
                     median["backlog_max"] = max(t["backlog_max"] for t in results)
