@@ -644,6 +644,11 @@ class Pusher:
         self._lock = threading.Lock()   # push_file runs in several threads (batches, the uploader)
         ctx.gpg  # created here, not lazily by two threads at once
 
+    def prepare(self) -> None:
+        """Before threads start: read the encryption key once (GnuPG's first use of its home directory
+        creates files there; two gpg processes doing that at once can fail)."""
+        self.fingerprint()
+
     # identity -------------------------------------------------------------------------------------
     def pushing_identity(self, path: str, name: str) -> Tuple[int, Optional[int]]:
         """(system identifier, segment size or None) of the cluster that wrote ``path``."""
@@ -1031,6 +1036,7 @@ def wal_push(ctx: Any, path: str, *, config_path: Optional[str] = None) -> Resul
         else []
     batch: List[PushOutcome] = []
     if others:
+        pusher.prepare()
         # Without an uploader: the requested file first, the others beside it; each takes its own lock
         # without waiting (a busy one is being stored by someone else), and failures among them only warn.
         with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="wal-push") as pool:
@@ -1207,6 +1213,7 @@ def run_uploader(ctx: Any, pg_wal: str, *, idle_seconds: Optional[float] = None)
     datadir = datadir_of(pg_wal)
     heartbeat = heartbeat_path(spool, pg_wal)
     pusher = Pusher(ctx, spool, pg_wal, record_conflicts=False)
+    pusher.prepare()
     parallel = max(ctx.settings.wal.push_parallel, 1)
     failed: Dict[str, float] = {}
     last_work = time.monotonic()
@@ -1409,6 +1416,7 @@ def run_prefetcher(ctx: Any, *, idle_seconds: float = PREFETCH_IDLE_SECONDS) -> 
     archive = WalArchive(ctx.storage, ctx.cluster)
     size = archive.segment_size()
     depth = ctx.settings.wal.fetch_prefetch
+    ctx.gpg.available_fingerprints()   # import the keys once, before two threads decrypt at once
     fetched = [0]
     last_want, last_change = None, time.monotonic()
     missing_until: Dict[str, float] = {}
