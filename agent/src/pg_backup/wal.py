@@ -433,32 +433,21 @@ def fast_main(argv: List[str]) -> Optional[int]:
 
     wal-push: the file is remembered in the spool as stored (or becomes so while we wait for the
     resident uploader that holds its lock) -> 0. wal-fetch from a local repository: the object does
-    not exist -> 7 at once."""
-    import signal
-
+    not exist -> 7 at once; a prefetched copy that still matches the archive -> 0."""
     parsed = _fast_args(argv)
     if parsed is None:
         return None
-    # Nothing here writes anything that could be left half done: a signal just ends the call, with an
-    # exit code PostgreSQL treats as an ordinary failure (never >= 128). The full path has its own.
-    previous = {sig: signal.signal(sig, _exit_on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    answer: Optional[int] = None
     try:
         config, command, positionals = parsed
         config_path = config or os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG_PATH
         fast = read_fast_settings(config_path)
-        if fast is not None:
-            if command == "wal-push":
-                answer = _fast_push(fast, positionals[0])
-            else:
-                answer = _fast_fetch(fast, positionals[0], positionals[1], config_path)
+        if fast is None:
+            return None
+        if command == "wal-push":
+            return _fast_push(fast, positionals[0])
+        return _fast_fetch(fast, positionals[0], positionals[1], config_path)
     except Exception:  # noqa: BLE001 - the full path decides (and reports) anything unexpected
-        answer = None
-    finally:
-        if answer is None:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-    return answer
+        return None
 
 
 def _exit_on_signal(signum: int, _frame: Any) -> None:
@@ -542,9 +531,17 @@ def console_main() -> int:
     configuration schema, storage and crypto modules: about 100 ms of imports) is loaded at all."""
     argv = sys.argv[1:]
     if "wal-push" in argv or "wal-fetch" in argv:
+        import signal
+
+        # Nothing on the fast path writes anything that could be left half done: a signal just ends
+        # the call, with an exit code PostgreSQL treats as an ordinary failure (never >= 128). The
+        # full path installs its own handlers.
+        previous = {sig: signal.signal(sig, _exit_on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         fast = fast_main(argv)
         if fast is not None:
             return fast
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     from .cli import main
 
     return main(argv)
