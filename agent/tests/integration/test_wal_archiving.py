@@ -74,13 +74,14 @@ def test_archive_recover_promote_and_follow_the_timeline(backend, make_cluster, 
             assert len(meta["pgb-sha256"]) == 64 and meta["pgb-key"].startswith("scrypt:")
 
         # A missing file is answered quickly and with 7 (what restore_command needs at the end of the archive).
-        t0 = time.monotonic()
-        missing = fetch(run_agent, cfg, "0000000100000000000000F0", workdir / "x")
-        assert missing.rc == 7, missing.describe()
-        took = time.monotonic() - t0
-        # Local: the fast path (a stat, no agent start-up). S3: one HEAD after loading boto3; the bound
-        # leaves room for a loaded 2-core CI host.
-        assert took < (3.0 if s3 else 1.0), f"missing-file fetch took {took:.2f} s"
+        # The first call loads the agent (and, for S3, boto3) and leaves the fast-path cache; after it a
+        # local repository is answered by a stat. The bounds leave room for a loaded 2-core CI host.
+        for attempt, bound in enumerate((5.0 if s3 else 2.0, 5.0 if s3 else 0.5)):
+            t0 = time.monotonic()
+            missing = fetch(run_agent, cfg, "0000000100000000000000F0", workdir / "x")
+            took = time.monotonic() - t0
+            assert missing.rc == 7, missing.describe()
+            assert took < bound, f"missing-file fetch {attempt + 1} took {took:.2f} s"
         assert not (workdir / "x").exists()
 
         # Recover the base backup from the archive alone, then promote (a new timeline).
