@@ -41,7 +41,7 @@ from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (REPO_ROOT, TempCluster, chown_pg, log, make_pg_dir, markdown_table, measure, pg_bin_dir,  # noqa: E402
-                    pg_env, require_root, run_as_pg, signals_raise, write_pg_file)
+                    require_root, run_as_pg, signals_raise, write_pg_file)
 
 SEGMENT = 16 << 20
 TIME_BIN = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None

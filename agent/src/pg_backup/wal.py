@@ -119,9 +119,6 @@ class Spool:
             "id": file_identity(st), "sha256": sha256, "key": key, "outcome": outcome,
             "stored_at": time.time()}).encode())
 
-    def drop_marker(self, name: str) -> None:
-        _unlink(self.marker_path(name))
-
     def note_failure(self, name: str, message: str) -> None:
         """The uploader could not store ``name``: PostgreSQL's next call should not wait for it."""
         _atomic_write(os.path.join(self.failed, name), message.encode(errors="replace")[:2000])
@@ -170,9 +167,6 @@ class Spool:
 
     def cache_identity(self, identity: Dict[str, Any]) -> None:
         _atomic_write(os.path.join(self.root, "identity.json"), json.dumps(identity).encode())
-
-    def forget_identity(self) -> None:
-        _unlink(os.path.join(self.root, "identity.json"))
 
     # locks -----------------------------------------------------------------------------------------
     def lock(self, name: str, *, wait: float = LOCK_WAIT_SECONDS) -> Optional["FileLock"]:

@@ -128,14 +128,6 @@ def parse_wal_name(name: str) -> WalName:
                        f"<timeline>.history)")
 
 
-def is_wal_name(name: str) -> bool:
-    try:
-        parse_wal_name(name)
-        return True
-    except WalNameError:
-        return False
-
-
 def segment_name(tli: int, segno: int, segment_size: int = DEFAULT_SEGMENT_SIZE) -> str:
     per = segments_per_xlogid(segment_size)
     return f"{tli:08X}{segno // per:08X}{segno % per:08X}"
