@@ -34,6 +34,7 @@ from .context import Context
 from .errors import EXIT_INTEGRITY, PgBackupError
 from .health import lsn_to_int
 from .manifest import iso, parse_iso
+from .postgres import archiver_state
 from .storage.base import PutOptions
 from .verify_restore import (Outcome, jsonable, record_verification, remove_scratch_server, run_checks,
                              scratch_postgres)
@@ -58,7 +59,7 @@ def mark_primary(ctx: Context, drill_id: str, wait_seconds: float) -> Dict[str, 
             if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
                 info["error"] = "the configured server is a standby: no marker written (run drills against the primary)"
                 return info
-            off = _archiving_off(conn)
+            off = _archiving_off(archiver_state(conn))
             if off:
                 info["archive_wait"] = f"{off}: no marker written, nothing more will reach the archive"
             else:
@@ -91,15 +92,12 @@ def _write_marker(conn: Any, drill_id: str, info: Dict[str, Any]) -> None:
         info["error"] = f"cannot write the drill marker: {str(exc).strip().splitlines()[0]}"
 
 
-def _archiving_off(conn: Any) -> str:
+def _archiving_off(state: Dict[str, Any]) -> str:
     """Why the primary archives nothing (archive_mode off, or neither archive_command nor
-    archive_library set), or "" when it archives."""
-    mode, command, library = conn.execute(
-        "SELECT current_setting('archive_mode'), current_setting('archive_command'),"
-        " coalesce(current_setting('archive_library', true), '')").fetchone()
-    if mode == "off":
+    archive_library set), or "" when it archives; ``state`` is ``postgres.archiver_state``."""
+    if state["archive_mode"] == "off":
         return "archiving is off (archive_mode off)"
-    if not command.strip() and not library.strip():
+    if not state["archive_command"].strip() and not state["archive_library"].strip():
         return "archiving is off (archive_command is empty)"
     return ""
 
@@ -126,8 +124,9 @@ def _wait_archived(ctx: Context, conn: Any, segment: str, wait_seconds: float) -
     while True:
         if archive.has(segment):
             return True, ""
-        failed_wal, failed_at = conn.execute("SELECT last_failed_wal, last_failed_time FROM pg_stat_archiver").fetchone()
-        off = _archiving_off(conn)
+        state = archiver_state(conn)
+        failed_wal, failed_at = state["last_failed_wal"], state["last_failed_time"]
+        off = _archiving_off(state)
         if off:
             return False, f"{off}: {segment} will not be archived"
         if failed_wal and failed_at and failed_at >= started:

@@ -78,6 +78,10 @@ class PostgresError(PgBackupError):
     exit_code = EXIT_POSTGRES
 
 
+class ArchivingError(PostgresError):
+    """WAL archiving is off, failing, or not writing into this repository."""
+
+
 class NotFoundError(PgBackupError):
     exit_code = EXIT_NOT_FOUND
 

@@ -28,9 +28,10 @@ from . import __version__, walarchive
 from .config import TIERS, PostgresSettings
 from .context import Context
 from .crypto import CIPHER
-from .errors import PgBackupError, PostgresError, RefusedError, UsageError
+from .errors import ArchivingError, PgBackupError, PostgresError, RefusedError, UsageError
 from .manifest import DatabaseInfo, EncryptionInfo, Manifest, StoredObject, allocate_backup_id, iso
 from .pipeline import store_stream
+from .postgres import archiver_state
 from .walarchive import format_lsn
 
 ENCRYPTED_SUFFIX = ".zst.gpg"
@@ -40,10 +41,6 @@ CONFIG_OBJECT = "config.tar" + ENCRYPTED_SUFFIX      # configuration files kept 
 MIN_SERVER_MAJOR = 15           # the single-COPY BASE_BACKUP protocol with typed messages
 MAX_RATE_RANGE = (32, 1048576)  # what the server accepts for MAX_RATE (kB/s)
 _ARCHIVE_NAME = re.compile(r"^(base|[0-9]+)\.tar$")
-
-
-class ArchivingError(PostgresError):
-    """WAL archiving is off, failing, or not writing into this repository."""
 
 
 def tablespace_object(oid: int) -> str:
@@ -274,16 +271,6 @@ def open_wal_archive(ctx: Context) -> walarchive.WalArchive:
     return walarchive.WalArchive(ctx.storage, ctx.cluster)
 
 
-def _archiver(conn: Any) -> Dict[str, Any]:
-    row = conn.execute(
-        "SELECT current_setting('archive_mode'), current_setting('archive_command'),"
-        " coalesce(current_setting('archive_library', true), ''), last_failed_wal, last_failed_time,"
-        " last_archived_wal, now() FROM pg_stat_archiver").fetchone()
-    keys = ("archive_mode", "archive_command", "archive_library", "last_failed_wal", "last_failed_time",
-            "last_archived_wal", "now")
-    return dict(zip(keys, row))
-
-
 def check_archiving_configured(state: Dict[str, Any]) -> None:
     """Refuse before the backup when the server cannot archive the WAL the backup will need."""
     if state["archive_mode"] == "off":
@@ -313,7 +300,7 @@ def wait_for_wal(ctx: Context, archive: Any, segment: str, timeout: float, *, si
     detail = "PostgreSQL's archiver reported no failure"
     try:
         with ctx.pg.connect() as conn:
-            state = _archiver(conn)
+            state = archiver_state(conn)
         if state["last_failed_wal"] and (since is None or (state["last_failed_time"] and state["last_failed_time"] >= since)):
             detail = f"archive_command last failed on {state['last_failed_wal']} at {state['last_failed_time']}"
         elif "wal-push" not in (state["archive_command"] or ""):
@@ -341,7 +328,7 @@ def _object_for(archive_name: str) -> Tuple[str, str, Optional[int]]:
 
 def _server_facts(ctx: Context) -> Dict[str, Any]:
     with ctx.pg.connect() as conn:
-        state = _archiver(conn)
+        state = archiver_state(conn)
         state["segment_size"] = int(conn.execute(
             "SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'").fetchone()[0])
         state["tablespaces"] = {int(r[0]): r[1] for r in conn.execute(

@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from .config import PostgresSettings
 from .errors import PostgresError
@@ -145,6 +145,20 @@ class Postgres:
 
     def tool(self, name: str, server_major: int) -> str:
         return os.path.join(self.bin_dir(server_major), name)
+
+
+_ARCHIVER_COLUMNS = ("archive_mode", "archive_command", "archive_library", "archived_count", "failed_count",
+                     "last_archived_wal", "last_archived_time", "last_failed_wal", "last_failed_time", "now")
+
+
+def archiver_state(conn) -> Dict[str, Any]:  # type: ignore[no-untyped-def]
+    """The archiving settings and ``pg_stat_archiver`` in one row, with the server's clock as ``now``."""
+    row = conn.execute(
+        "SELECT current_setting('archive_mode'), current_setting('archive_command'),"
+        " coalesce(current_setting('archive_library', true), ''), archived_count, failed_count,"
+        " last_archived_wal, last_archived_time, last_failed_wal, last_failed_time, now()"
+        " FROM pg_stat_archiver").fetchone()
+    return dict(zip(_ARCHIVER_COLUMNS, row))
 
 
 def tool_major(path: str) -> Optional[int]:

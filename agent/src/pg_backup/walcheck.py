@@ -14,21 +14,12 @@ import time
 from typing import Any, Dict, Optional
 
 from .context import Context
-from .errors import PgBackupError, PostgresError, RefusedError
+from .errors import ArchivingError, RefusedError
+from .postgres import archiver_state
 
-
-class ArchivingNotWorking(PgBackupError):
-    exit_code = PostgresError.exit_code
-
-
-def _archiver_state(conn: Any) -> Dict[str, Any]:
-    row = conn.execute(
-        "SELECT archived_count, last_archived_wal, last_archived_time, failed_count, last_failed_wal,"
-        " last_failed_time, current_setting('archive_mode'), current_setting('archive_command')"
-        " FROM pg_stat_archiver").fetchone()
-    keys = ("archived_count", "last_archived_wal", "last_archived_time", "failed_count", "last_failed_wal",
-            "last_failed_time", "archive_mode", "archive_command")
-    return dict(zip(keys, row))
+#: What the JSON result reports of the archiver's state.
+_REPORTED = ("archived_count", "last_archived_wal", "last_archived_time", "failed_count", "last_failed_wal",
+             "last_failed_time", "archive_mode")
 
 
 def run_wal_check(ctx: Context, timeout: float = 60.0, poll: float = 0.25) -> Dict[str, Any]:
@@ -40,10 +31,10 @@ def run_wal_check(ctx: Context, timeout: float = 60.0, poll: float = 0.25) -> Di
         in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
         if in_recovery:
             raise RefusedError("the server is a standby: WAL switches and archiving are checked on the primary")
-        before = _archiver_state(conn)
+        before = archiver_state(conn)
         if before["archive_mode"] == "off":
-            raise ArchivingNotWorking("archive_mode is off on this server",
-                                      hint="configure archiving (the wal_archiving role) and restart PostgreSQL")
+            raise ArchivingError("archive_mode is off on this server",
+                                 hint="configure archiving (the wal_archiving role) and restart PostgreSQL")
         # Write a WAL record first: a switch on an empty segment would not produce a new one.
         conn.execute("SELECT pg_logical_emit_message(false, 'pg-backup', 'wal-check')")
         segment: Optional[str] = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
@@ -53,18 +44,18 @@ def run_wal_check(ctx: Context, timeout: float = 60.0, poll: float = 0.25) -> Di
             if archive.has(segment):
                 break
             if time.monotonic() >= deadline:
-                after = _archiver_state(conn)
+                after = archiver_state(conn)
                 detail = "PostgreSQL's archiver reported no failure"
                 if after["last_failed_wal"] and (after["failed_count"] or 0) > (before["failed_count"] or 0):
                     detail = (f"PostgreSQL's archiver failed {after['failed_count'] - (before['failed_count'] or 0)}"
                               f" time(s), last on {after['last_failed_wal']} at {after['last_failed_time']}")
-                raise ArchivingNotWorking(
+                raise ArchivingError(
                     f"WAL segment {segment} did not reach the archive within {timeout:g} s ({detail})",
                     hint="check archive_command and the PostgreSQL server log for pg-backup wal-push errors")
             time.sleep(poll)
-        after = _archiver_state(conn)
+        after = archiver_state(conn)
     waited = time.monotonic() - started
     return {"segment": segment, "archived": True, "seconds": round(waited, 3),
             "archive_command": after["archive_command"], "archiver": {
-                k: (str(v) if v is not None else None) for k, v in after.items() if k != "archive_command"},
+                k: (str(after[k]) if after[k] is not None else None) for k in _REPORTED},
             "_text": [f"archiving works: {segment} reached {ctx.repo.location} in {waited:.1f} s"]}
