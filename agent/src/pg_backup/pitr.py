@@ -38,10 +38,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from .context import Context
-from .errors import (IntegrityError, NotFoundError, PgBackupError, PostgresError, RefusedError, StorageError,
-                     UsageError)
+from .errors import IntegrityError, NotFoundError, PgBackupError, PostgresError, RefusedError, UsageError
 from .manifest import Manifest, parse_iso
-from .physical import BACKUP_MANIFEST_OBJECT, BASE_OBJECT, format_lsn, open_wal_archive, parse_lsn
+from .physical import BASE_OBJECT, format_lsn, open_wal_archive, parse_lsn
 from .pipeline import CHUNK, iter_plaintext
 from .postgres import Postgres
 from .progress import Progress, human_bytes
