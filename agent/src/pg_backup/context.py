@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import Callable, Optional
 
 from .config import Settings
 from .crypto import GnuPG
+from .errors import UsageError
 from .manifest import utcnow
 from .postgres import Postgres
 from .progress import Progress
@@ -52,6 +54,17 @@ class Context:
         if self._pg is None:
             self._pg = Postgres(self.settings.postgres)
         return self._pg
+
+    def scratch_root(self) -> str:
+        """The scratch directory of verifications and drills (verify.scratch_dir), created 0700 if missing;
+        one that this user cannot create is a usage error naming the setting."""
+        root = self.settings.scratch_path
+        try:
+            os.makedirs(root, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create the scratch directory {root}: {exc.strerror}",
+                             hint="set verify.scratch_dir to a directory this user may create") from None
+        return root
 
     def put_options(self, tier: str, kind: str) -> PutOptions:
         """Storage class and tags for a tier's data objects (tags drive the bucket's lifecycle rules)."""

@@ -312,9 +312,11 @@ def run_drill(ctx: Context, args: Any) -> Dict[str, Any]:
     t_start = time.monotonic()
     drill_id = _new_drill_id(ctx, started)
     port = args.port or settings.drill.port
-    data_dir = os.path.abspath(args.data_dir) if args.data_dir else os.path.join(settings.scratch_path,
+    data_dir = os.path.abspath(args.data_dir) if args.data_dir else os.path.join(ctx.scratch_root(),
                                                                                 f"drill-{drill_id}")
-    os.makedirs(os.path.dirname(data_dir), mode=0o700, exist_ok=True)
+    # Before the primary is marked: a data directory this user cannot create (or one a server runs in)
+    # is a usage error with one clear line, not a traceback after the drill has begun.
+    pitr.check_data_dir(data_dir)
     wait = min(300.0, max(10.0, 2.0 * settings.wal.archive_timeout_seconds))
     ctx.progress.stage(f"drill {drill_id}: marking the primary, then recovering the latest state into {data_dir} "
                        f"(port {port}, archiving off)")

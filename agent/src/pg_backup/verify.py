@@ -97,8 +97,7 @@ def verify_physical_deep(ctx: Context, manifest: Manifest, results: List[Dict[st
     if tool is None:
         ctx.progress.warn(f"no pg_verifybackup for PostgreSQL {major}: deep verify only decrypted the archives")
         return {"ran": False, "detail": f"pg_verifybackup {major} not found"}
-    root = ctx.settings.scratch_path
-    os.makedirs(root, mode=0o700, exist_ok=True)
+    root = ctx.scratch_root()
     scratch = tempfile.mkdtemp(prefix=f"deep-{manifest.backup_id}-", dir=root)
     os.chmod(scratch, 0o700)
     data_dir, wal_dir = os.path.join(scratch, "data"), os.path.join(scratch, "wal")

@@ -228,8 +228,7 @@ def scratch_postgres(ctx: Context, host: str, port: int) -> Postgres:
 def _verify_physical(ctx: Context, manifest: Manifest, outcome: Outcome) -> None:
     from . import pitr
 
-    root = ctx.settings.scratch_path
-    os.makedirs(root, mode=0o700, exist_ok=True)
+    root = ctx.scratch_root()
     data_dir = os.path.join(root, f"verify-{manifest.backup_id}-{secrets.token_hex(3)}")
     port = ctx.settings.verify.scratch_port
     started_server = False

@@ -68,6 +68,13 @@ def test_drills_physical_verify_and_wal_gap(make_cluster, s3_server, workdir, wr
     backup = run_agent(cfg, "backup", "--physical").data
     cluster.psql("INSERT INTO events (at) SELECT now() FROM generate_series(1, 234)", dbname="app")  # after the backup
 
+    # 0. A data directory the postgres user cannot create: one line, the usage exit code, and nothing done
+    # (checked before the primary is marked, so no marker and no drill report).
+    denied = run_agent(cfg, "drill", "--data-dir", "/root/pgb-drill-denied/data", check=False)
+    assert denied.rc == 2, denied.describe()
+    assert "cannot create /root/pgb-drill-denied" in denied.stderr and "Traceback" not in denied.stderr
+    assert not [k for k in _keys(s3_server, "") if "/audit/drills/" in k]
+
     # 1. Archiving works: the drill recovers everything, RPO exactly 0, RTO within 10 minutes.
     first = run_agent(cfg, "drill", timeout=600)
     d = first.data
