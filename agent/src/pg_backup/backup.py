@@ -16,7 +16,7 @@ from .context import Context
 from .crypto import CIPHER
 from .errors import NotFoundError, UsageError
 from .manifest import DatabaseInfo, EncryptionInfo, Manifest, StoredObject, iso, make_backup_id
-from .pipeline import store_stream
+from .pipeline import lower_priority, store_stream
 from .postgres import ClientProcess, DatabaseRow, SnapshotSession, tool_version
 from .storage.base import PutOptions
 
@@ -142,6 +142,7 @@ class _GlobalsJob(threading.Thread):
         super().__init__(daemon=True)
         self.ctx, self.cmd, self.key, self.level, self.threads, self.options = ctx, cmd, key, level, threads, options
         self.proc = ClientProcess(cmd, ctx.pg.env(), stdout=subprocess.PIPE)
+        lower_priority(self.proc.proc.pid)
         self._stored: Optional[StoredObject] = None
         self._error: Optional[BaseException] = None
 
@@ -150,7 +151,7 @@ class _GlobalsJob(threading.Thread):
         try:
             res = store_stream(proc.stdout, self.ctx.storage, self.key, self.ctx.gpg, what="globals",
                                level=self.level, threads=self.threads, options=self.options,
-                               finish_source=lambda: proc.check("globals"))
+                               finish_source=lambda: proc.check("globals"), background=True)
             self._stored = StoredObject(self.key.rsplit("/", 1)[-1], "globals", res.size, res.sha256, res.raw_size)
         except BaseException as exc:  # re-raised in the caller's thread by result()
             self._error = exc

@@ -118,3 +118,17 @@ def test_public_key_rotation_keeps_old_backups_restorable(tmp_path, keypair):
         _read(storage, only_new, old_fpr)
     both = EncryptionSettings(mode="public-key", private_key_files=[new_pair.secret_file, keypair.secret_file])
     assert _read(storage, both, old_fpr) == b"written with the old key"
+
+
+def test_lower_priority_nices_a_helper_process_by_ten_and_ignores_one_that_is_gone():
+    from pg_backup.pipeline import lower_priority
+
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        before = os.getpriority(os.PRIO_PROCESS, proc.pid)
+        lower_priority(proc.pid)
+        assert os.getpriority(os.PRIO_PROCESS, proc.pid) == min(19, before + 10)
+    finally:
+        proc.kill()
+        proc.wait()
+    lower_priority(proc.pid)  # reaped: no error
