@@ -34,7 +34,7 @@ from .context import Context
 from .errors import EXIT_INTEGRITY, PgBackupError
 from .health import lsn_to_int
 from .manifest import iso, parse_iso
-from .postgres import archiver_state
+from .postgres import archiver_state, archiving_off
 from .storage.base import PutOptions
 from .verify_restore import (Outcome, jsonable, record_verification, remove_scratch_server, run_checks,
                              scratch_postgres)
@@ -59,9 +59,10 @@ def mark_primary(ctx: Context, drill_id: str, wait_seconds: float) -> Dict[str, 
             if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
                 info["error"] = "the configured server is a standby: no marker written (run drills against the primary)"
                 return info
-            off = _archiving_off(archiver_state(conn))
+            off = archiving_off(archiver_state(conn))
             if off:
-                info["archive_wait"] = f"{off}: no marker written, nothing more will reach the archive"
+                info["archive_wait"] = (f"archiving is off ({off}): no marker written, nothing more will reach "
+                                        f"the archive")
             else:
                 _write_marker(conn, drill_id, info)
             if info.get("segment"):
@@ -92,16 +93,6 @@ def _write_marker(conn: Any, drill_id: str, info: Dict[str, Any]) -> None:
         info["error"] = f"cannot write the drill marker: {str(exc).strip().splitlines()[0]}"
 
 
-def _archiving_off(state: Dict[str, Any]) -> str:
-    """Why the primary archives nothing (archive_mode off, or neither archive_command nor
-    archive_library set), or "" when it archives; ``state`` is ``postgres.archiver_state``."""
-    if state["archive_mode"] == "off":
-        return "archiving is off (archive_mode off)"
-    if not state["archive_command"].strip() and not state["archive_library"].strip():
-        return "archiving is off (archive_command is empty)"
-    return ""
-
-
 def record_end(insert_lsn: str, block_size: int, segment_size: int) -> str:
     """The end of the last WAL record from ``pg_current_wal_insert_lsn()``, which points past the page
     header when the insert position is at a page start (after a WAL switch, say); replay positions
@@ -126,9 +117,9 @@ def _wait_archived(ctx: Context, conn: Any, segment: str, wait_seconds: float) -
             return True, ""
         state = archiver_state(conn)
         failed_wal, failed_at = state["last_failed_wal"], state["last_failed_time"]
-        off = _archiving_off(state)
+        off = archiving_off(state)
         if off:
-            return False, f"{off}: {segment} will not be archived"
+            return False, f"archiving is off ({off}): {segment} will not be archived"
         if failed_wal and failed_at and failed_at >= started:
             return False, f"archive_command failed for {failed_wal} at {failed_at}"
         if time.monotonic() >= deadline:

@@ -31,7 +31,7 @@ from .crypto import CIPHER
 from .errors import ArchivingError, PgBackupError, PostgresError, RefusedError, UsageError
 from .manifest import DatabaseInfo, EncryptionInfo, Manifest, StoredObject, allocate_backup_id, iso
 from .pipeline import store_stream
-from .postgres import archiver_state
+from .postgres import archiver_state, archiving_off
 from .walarchive import format_lsn
 
 ENCRYPTED_SUFFIX = ".zst.gpg"
@@ -273,12 +273,13 @@ def open_wal_archive(ctx: Context) -> walarchive.WalArchive:
 
 def check_archiving_configured(state: Dict[str, Any]) -> None:
     """Refuse before the backup when the server cannot archive the WAL the backup will need."""
-    if state["archive_mode"] == "off":
+    off = archiving_off(state)
+    if off == "archive_mode off":
         raise ArchivingError("WAL archiving is off (archive_mode = off): a physical backup without archived WAL "
                              "cannot be restored",
                              hint="configure archiving with archive_command 'pg-backup wal-push %p' (the "
                                   "wal_archiving role does it) and restart PostgreSQL")
-    if not (state["archive_command"] or "").strip() and not (state["archive_library"] or "").strip():
+    if off:
         raise ArchivingError("WAL archiving is not configured (archive_mode is on but archive_command is empty): "
                              "a physical backup without archived WAL cannot be restored",
                              hint="set archive_command = 'pg-backup --config FILE wal-push %p' and reload")

@@ -161,6 +161,16 @@ def archiver_state(conn) -> Dict[str, Any]:  # type: ignore[no-untyped-def]
     return dict(zip(_ARCHIVER_COLUMNS, row))
 
 
+def archiving_off(state: Dict[str, Any]) -> str:
+    """Why a server archives nothing - "archive_mode off", or "archive_command is empty" (neither it nor
+    archive_library set) - or "" when it archives; ``state`` is ``archiver_state``."""
+    if state["archive_mode"] == "off":
+        return "archive_mode off"
+    if not (state["archive_command"] or "").strip() and not (state["archive_library"] or "").strip():
+        return "archive_command is empty"
+    return ""
+
+
 def tool_major(path: str) -> Optional[int]:
     try:
         out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False, timeout=30).stdout
