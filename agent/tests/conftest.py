@@ -786,17 +786,19 @@ class AgentProcess:
 
 
 class AgentRunner:
-    def __init__(self, out_dir: Path, tmp_dir: Path):
+    def __init__(self, out_dir: Path, tmp_dir: Path, agent_bin: Optional[Path] = None):
         self.out_dir = out_dir
         self.tmp_dir = tmp_dir  # the agent's TMPDIR: what a killed agent leaves goes with the session
+        self.agent_bin = Path(agent_bin or AGENT_BIN)  # another build of the agent, e.g. a previous version
         self.background: List[AgentProcess] = []
 
     def __call__(self, config_path: Union[str, Path], *args: Any, check: bool = True, json: bool = True,
                  as_postgres: bool = True, env: Optional[Dict[str, str]] = None, input: Optional[str] = None,
                  timeout: float = 300, background: bool = False) -> Union[AgentResult, AgentProcess]:
-        if not AGENT_BIN.exists():
-            pytest.fail(f"{AGENT_BIN} does not exist: build the venv with 'make venv'", pytrace=False)
-        argv = [str(AGENT_BIN), "--config", str(config_path)] + (["--json"] if json else []) + [str(a) for a in args]
+        if not self.agent_bin.exists():
+            pytest.fail(f"{self.agent_bin} does not exist: build the venv with 'make venv'", pytrace=False)
+        argv = ([str(self.agent_bin), "--config", str(config_path)] + (["--json"] if json else [])
+                + [str(a) for a in args])
         home = os.path.dirname(os.path.abspath(str(config_path)))
         user = pg_user() if (as_postgres and IS_ROOT) else pwd.getpwuid(os.geteuid())
         full_env = {"PATH": CLEAN_PATH, "HOME": home, "LANG": "C.UTF-8", "USER": user.pw_name,
