@@ -32,5 +32,10 @@ notes:
   - The module runs the agent as the user Ansible runs as. Become the cluster's OS user
     (usually C(postgres)), or root, so the agent can read its configuration and key files.
   - The module contains no backup logic; it runs C(pg-backup --config CONFIG --json ...) without a shell
-    and maps the agent's JSON document and exit code.
+    and maps the agent's JSON document and exit code. It refuses a document whose C(schema_version)
+    is not the one this collection understands.
+seealso:
+  - name: pg-backup command line and JSON contract
+    description: The agent's commands, their JSON documents and exit codes.
+    link: https://github.com/miometry/pg_backup/blob/main/README.md#using-the-agent
 '''

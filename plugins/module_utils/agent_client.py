@@ -13,6 +13,7 @@ __metaclass__ = type
 
 import json
 import os
+from collections import namedtuple
 
 DEFAULT_AGENT_PATH = '/opt/pg-backup/bin/pg-backup'
 SUPPORTED_SCHEMA_VERSION = 1
@@ -36,29 +37,44 @@ def agent_command(module, args):
     return [_resolve_agent(module), '--config', module.params['config'], '--json'] + [str(a) for a in args]
 
 
-def run_agent(module, args, fail_on_error=True):
-    """Run ``pg-backup --config CONFIG --json ARGS...`` and return ``(exit_code, document)``.
+# One finished agent call: exit code, JSON envelope (a dict), stderr text and the argv that ran.
+AgentCall = namedtuple('AgentCall', ['rc', 'document', 'stderr', 'command'])
 
-    The document is the agent's JSON envelope (a dict). Problems with the agent itself (missing,
-    no JSON, unsupported schema) always fail the module. A non-zero exit code of the agent fails
-    the module with the agent's own message only when ``fail_on_error`` is true; otherwise the
-    caller decides what the exit code means.
+
+def call_agent(module, args):
+    """Run ``pg-backup --config CONFIG --json ARGS...`` once and return an ``AgentCall``.
+
+    Problems with the agent itself (missing, no JSON, unsupported schema) always fail the module;
+    the agent's exit code is left to the caller.
     """
     cmd = agent_command(module, args)
     rc, stdout, stderr = module.run_command(cmd, check_rc=False)
-    document = _parse_envelope(module, cmd, rc, stdout, stderr)
-    if rc != EXIT_OK and fail_on_error:
-        fail_with_agent_error(module, rc, document, cmd=cmd, stderr=stderr)
-    return rc, document
+    return AgentCall(rc, _parse_envelope(module, cmd, rc, stdout, stderr), stderr, cmd)
+
+
+def run_agent(module, args, fail_on_error=True):
+    """Run the agent like ``call_agent`` and return ``(exit_code, document)``.
+
+    A non-zero exit code of the agent fails the module with the agent's own message only when
+    ``fail_on_error`` is true; otherwise the caller decides what the exit code means.
+    """
+    call = call_agent(module, args)
+    if call.rc != EXIT_OK and fail_on_error:
+        fail_with_agent_error(module, call.rc, call.document, cmd=call.command, stderr=call.stderr)
+    return call.rc, call.document
+
+
+def agent_error_message(exit_code, document):
+    """The agent's own message for a failed call, or one naming the command and exit code."""
+    error = document.get('error') or {}
+    return error.get('message') or 'pg-backup %s failed with exit code %d' % (document.get('command', ''), exit_code)
 
 
 def fail_with_agent_error(module, exit_code, document, msg=None, **extra):
     """Fail the module with the agent's error message, exit code and error type."""
     error = document.get('error') or {}
-    if msg is None:
-        msg = error.get('message') or 'pg-backup %s failed with exit code %d' % (document.get('command', ''), exit_code)
     result = dict(
-        msg=msg,
+        msg=agent_error_message(exit_code, document) if msg is None else msg,
         exit_code=exit_code,
         error_type=error.get('type'),
         error_meaning=error.get('meaning'),

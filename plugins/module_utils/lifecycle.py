@@ -24,7 +24,8 @@ TIERS = ('daily', 'weekly', 'monthly')
 RULE_ID_PREFIX = 'pg-backup-'
 TIER_TAG = 'tier'
 
-# The agent's defaults (RetentionSettings in agent/src/pg_backup/config.py).
+# The agent's defaults (RetentionSettings in agent/src/pg_backup/config.py; tests/roles/test_retention_defaults.py
+# ties this copy, expiry_days and the bucket role's defaults to the agent).
 DEFAULT_RETENTION = {'daily_days': 30, 'weekly_weeks': 12, 'monthly_months': 84}
 RETENTION_KEYS = ('daily_days', 'weekly_weeks', 'monthly_months')
 

@@ -30,13 +30,15 @@ description:
 version_added: 0.1.0
 author:
   - miometry platform engineering (@miometry)
+extends_documentation_fragment:
+  - miometry.pg_backup.attributes
 attributes:
   check_mode:
     support: full
-    description: Reads the bucket and reports what would change, with the diff; changes nothing.
+    details: Reads the bucket and reports what would change, with the diff; changes nothing.
   diff_mode:
     support: full
-    description: Before and after of versioning, default encryption, public access block, lifecycle rules
+    details: Before and after of versioning, default encryption, public access block, lifecycle rules
       and Object Lock.
 requirements:
   - boto3 (on the control node)
@@ -195,7 +197,7 @@ options:
         description: Transitions of daily backups.
         type: list
         elements: dict
-        suboptions:
+        suboptions: &transition_item
           days:
             description: Age in days at which objects move.
             type: int
@@ -209,30 +211,12 @@ options:
         description: Transitions of weekly backups.
         type: list
         elements: dict
-        suboptions:
-          days:
-            description: Age in days at which objects move.
-            type: int
-            required: true
-          storage_class:
-            description: Class they move to.
-            type: str
-            required: true
-            choices: [STANDARD_IA, INTELLIGENT_TIERING, ONEZONE_IA, GLACIER_IR, GLACIER, DEEP_ARCHIVE]
+        suboptions: *transition_item
       monthly:
         description: Transitions of monthly backups.
         type: list
         elements: dict
-        suboptions:
-          days:
-            description: Age in days at which objects move.
-            type: int
-            required: true
-          storage_class:
-            description: Class they move to.
-            type: str
-            required: true
-            choices: [STANDARD_IA, INTELLIGENT_TIERING, ONEZONE_IA, GLACIER_IR, GLACIER, DEEP_ARCHIVE]
+        suboptions: *transition_item
   abort_incomplete_multipart_days:
     description:
       - Abort multipart uploads left incomplete this many days (rule C(pg-backup-abort-incomplete-multipart));

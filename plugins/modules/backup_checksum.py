@@ -25,13 +25,8 @@ author:
   - miometry platform engineering (@miometry)
 extends_documentation_fragment:
   - miometry.pg_backup.agent
-attributes:
-  check_mode:
-    support: full
-    description: Verification only reads; in check mode it runs and returns the same results.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is no diff.
+  - miometry.pg_backup.attributes
+  - miometry.pg_backup.attributes.read_only
 options:
   backup_id:
     description:
@@ -54,9 +49,6 @@ seealso:
     description: List the backups to verify.
   - module: miometry.pg_backup.backup_health
     description: Freshness, size and storage checks.
-  - name: pg-backup command line and JSON contract
-    description: The agent's C(verify) command, its JSON document and exit codes.
-    link: https://github.com/miometry/pg_backup/blob/main/README.md#using-the-agent
 '''
 
 EXAMPLES = r'''

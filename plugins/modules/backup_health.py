@@ -24,13 +24,8 @@ author:
   - miometry platform engineering (@miometry)
 extends_documentation_fragment:
   - miometry.pg_backup.agent
-attributes:
-  check_mode:
-    support: full
-    description: The evaluation only reads; in check mode it runs and returns the same result.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is no diff.
+  - miometry.pg_backup.attributes
+  - miometry.pg_backup.attributes.read_only
 options:
   max_age_hours:
     description:
@@ -51,9 +46,6 @@ seealso:
     description: The backups the freshness checks look at.
   - module: miometry.pg_backup.backup_checksum
     description: Verify the stored backups' checksums.
-  - name: pg-backup command line and JSON contract
-    description: The agent's C(health) command, its checks and exit codes.
-    link: https://github.com/miometry/pg_backup/blob/main/README.md#using-the-agent
 '''
 
 EXAMPLES = r'''

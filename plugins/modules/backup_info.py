@@ -20,13 +20,8 @@ author:
   - miometry platform engineering (@miometry)
 extends_documentation_fragment:
   - miometry.pg_backup.agent
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads; in check mode it runs and returns the same data.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is no diff.
+  - miometry.pg_backup.attributes
+  - miometry.pg_backup.attributes.read_only
 options:
   tier:
     description:
@@ -39,9 +34,6 @@ seealso:
     description: Re-hash (and deeply check) the stored objects of the backups listed here.
   - module: miometry.pg_backup.backup_health
     description: Freshness, size and storage checks with warning and critical levels.
-  - name: pg-backup command line and JSON contract
-    description: The agent's C(list) command, its JSON document and exit codes.
-    link: https://github.com/miometry/pg_backup/blob/main/README.md#using-the-agent
 '''
 
 EXAMPLES = r'''

@@ -24,13 +24,15 @@ description:
 version_added: 0.2.0
 author:
   - miometry platform engineering (@miometry)
+extends_documentation_fragment:
+  - miometry.pg_backup.attributes
 attributes:
   check_mode:
     support: full
-    description: Reads the settings and reports what would change, and whether a restart would be needed.
+    details: Reads the settings and reports what would change, and whether a restart would be needed.
   diff_mode:
     support: full
-    description: Shows the changed settings before and after, one C(name = 'value') line each.
+    details: Shows the changed settings before and after, one C(name = 'value') line each.
 options:
   settings:
     description:
