@@ -208,7 +208,7 @@ class DrillBench:
         out.append("Both tools restore from a local repository with zstd level 1 and encryption (pg-backup: OpenPGP "
                    "AES-256 through gpg; pgBackRest: aes-256-cbc), and fetch WAL with their own restore_command "
                    f"(pg-backup wal-fetch; pgbackrest archive-get). pgBackRest runs with process-max="
-                   f"{os.cpu_count() or 2}. pg-backup's phases come from `pitr.recover`; pgBackRest's restore is the "
+                   f"{os.cpu_count() or 2}. pg-backup's phases come from `recovery.flow.recover`; pgBackRest's restore is the "
                    "wall time of `pgbackrest restore`, its replay the time from `pg_ctl start` to promotion.")
         out.append(f"Whole run {elapsed / 60:.1f} min; agent `{' '.join(self.agent)}`.")
         return "\n".join(out) + "\n"

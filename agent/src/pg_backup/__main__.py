@@ -1,3 +1,3 @@
-from pg_backup.cli import main
+from pg_backup.main import console_main
 
-raise SystemExit(main())
+raise SystemExit(console_main())

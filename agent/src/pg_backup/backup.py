@@ -15,9 +15,10 @@ from . import __version__
 from .context import Context
 from .crypto import CIPHER
 from .errors import NotFoundError, UsageError
-from .manifest import DatabaseInfo, EncryptionInfo, Manifest, StoredObject, iso, make_backup_id
+from .manifest import DatabaseInfo, EncryptionInfo, Manifest, StoredObject, allocate_backup_id, iso
 from .pipeline import lower_priority, store_stream
-from .postgres import ClientProcess, DatabaseRow, SnapshotSession, tool_version
+from .postgres.client import DatabaseRow, SnapshotSession
+from .postgres.tools import ClientProcess, tool_version
 from .storage.base import PutOptions
 
 ENCRYPTED_SUFFIX = ".zst.gpg"
@@ -64,11 +65,7 @@ def run_backup(ctx: Context, tier: str, databases: Sequence[str] = ()) -> Manife
         raise UsageError("nothing to back up: no databases selected and backup.globals is false")
 
     started = ctx.clock()
-    sequence = 0
-    backup_id = make_backup_id(started, "logical", tier)
-    while ctx.repo.exists(backup_id):
-        sequence += 1
-        backup_id = make_backup_id(started, "logical", tier, sequence)
+    backup_id = allocate_backup_id(ctx.repo.exists, started, "logical", tier)
     progress.stage(f"backup {backup_id}: {len(chosen)} database(s) from PostgreSQL {info.version} "
                    f"to {ctx.repo.location}")
     options = ctx.put_options(tier, "logical")
@@ -169,15 +166,3 @@ class _GlobalsJob(threading.Thread):
         self.proc.kill()
         self.join(timeout=30)
 
-
-def find_backup_database(manifest: Manifest, name: Optional[str]) -> DatabaseInfo:
-    if name is None:
-        if len(manifest.databases) == 1:
-            return manifest.databases[0]
-        raise UsageError(f"backup {manifest.backup_id} holds {len(manifest.databases)} databases; name one with "
-                         f"--database ({', '.join(d.name for d in manifest.databases)})")
-    db = manifest.database(name)
-    if db is None:
-        raise NotFoundError(f"backup {manifest.backup_id} has no database {name!r}",
-                            hint=f"it has: {', '.join(d.name for d in manifest.databases) or 'none'}")
-    return db

@@ -3,6 +3,11 @@
 The CLI, its ``--json`` documents (each with ``schema_version``) and its exit codes are the
 contract with the Ansible collection and with operators' scripts. Errors are mapped to exit codes
 here and only here.
+
+This module parses the arguments, hands each command (:mod:`pg_backup.commands`) its options as
+keyword arguments, and renders the :class:`~pg_backup.commands.CommandResult` it returns as text
+lines, the JSON document or raw output, with the exit code and the audit record. It is entered
+through :func:`pg_backup.main.console_main` (the WAL fast path comes first).
 """
 from __future__ import annotations
 
@@ -18,12 +23,13 @@ from typing import Any, Callable, Dict, List, Optional
 from . import __version__
 from . import config as config_mod
 from .audit import AuditRecord, write_local, write_remote
+from .commands import CommandResult
 from .context import Context
-from .errors import (EXIT_CODES, error_type_for, EXIT_INTEGRITY, EXIT_INTERNAL, EXIT_OK, ConfigError, Interrupted,
-                     PgBackupError, UsageError)
+from .errors import (EXIT_CODES, EXIT_INTERNAL, EXIT_OK, ConfigError, Interrupted, PgBackupError, UsageError,
+                     error_type_for)
 from .lock import ClusterLock
 from .manifest import parse_iso, utcnow
-from .progress import Progress, human_bytes
+from .progress import Progress
 
 JSON_SCHEMA_VERSION = 1
 TEST_CLOCK_ENV = "PG_BACKUP_TEST_NOW"
@@ -149,10 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -------------------------------------------------------------------------------------------------
-# Commands. Each returns (json_document_fields, text_lines, exit_code).
-
-Result = Dict[str, Any]
-
+# Arguments -> keyword arguments of the command functions (pg_backup.commands). Imported when run:
+# a command loads only the services it uses.
 
 def _clock() -> Callable[[], dt.datetime]:
     fixed = os.environ.get(TEST_CLOCK_ENV)
@@ -167,218 +171,141 @@ def _clock() -> Callable[[], dt.datetime]:
     return lambda: utcnow() + offset
 
 
-def cmd_backup(ctx: Context, args: argparse.Namespace) -> Result:
-    if args.skip_if_standby and ctx.pg.server_info().in_recovery:
-        where = f"{ctx.settings.postgres.host}:{ctx.settings.postgres.port}"
-        return {"skipped": True, "reason": "standby", "_result": "skipped",
-                "_text": [f"skipped: the server at {where} is a standby; only the primary backs up"]}
-    if args.physical:
-        from .physical import run_physical_backup
+def _backup(ctx: Context, args: argparse.Namespace) -> CommandResult:
+    from .commands.backup import backup
 
-        if args.database:
-            raise UsageError("--database applies to logical backups; a physical backup holds the whole cluster")
-        m = run_physical_backup(ctx, args.tier or "daily")
-        return {"backup": m.summary(), "backup_id": m.backup_id, "bytes": m.stored_bytes,
-                "_text": [f"backup {m.backup_id} complete: physical, {human_bytes(m.raw_bytes)} read, "
-                          f"{human_bytes(m.stored_bytes)} stored, WAL {m.start_wal} .. {m.stop_wal}"]}
-    from .backup import run_backup
-
-    if not args.tier:
-        raise UsageError("backup needs --tier daily, weekly or monthly (or --physical)")
-    m = run_backup(ctx, args.tier, args.database)
-    return {"backup": m.summary(), "backup_id": m.backup_id, "bytes": m.stored_bytes,
-            "_text": [f"backup {m.backup_id} complete: {len(m.databases)} database(s), "
-                      f"{human_bytes(m.raw_bytes)} dumped, {human_bytes(m.stored_bytes)} stored"]}
+    return backup(ctx, tier=args.tier, physical=args.physical, databases=args.database,
+                  skip_if_standby=args.skip_if_standby)
 
 
-def cmd_list(ctx: Context, args: argparse.Namespace) -> Result:
-    from .pitr import recoverable_window
+def _list(ctx: Context, args: argparse.Namespace) -> CommandResult:
+    from .commands.catalog import list_backups
 
-    every = ctx.repo.manifests()
-    manifests = [m for m in every if not args.tier or m.tier == args.tier]
-    lines = [f"{'BACKUP ID':<38} {'TIER':<8} {'STARTED (UTC)':<20} {'DBS':>3} {'STORED':>10}  KEY"]
-    for m in manifests:
-        lines.append(f"{m.backup_id:<38} {m.tier:<8} {m.started:%Y-%m-%d %H:%M:%S} {len(m.databases):>4} "
-                     f"{human_bytes(m.stored_bytes):>10}  {m.encryption.fingerprint}")
-    if not manifests:
-        lines = [f"no backups in {ctx.repo.location}"]
-    window = recoverable_window(ctx, every) if any(m.kind == "physical" for m in every) else None
-    if window is not None:
-        lines.append(f"point-in-time recovery window: {window.describe()}")
-    elif any(m.kind == "physical" for m in every):
-        lines.append("point-in-time recovery window: none (no physical backup has its WAL in the archive)")
-    return {"repository": ctx.repo.location, "backups": [m.summary() for m in manifests],
-            "recoverable_window": window.to_dict() if window else None, "_text": lines}
+    return list_backups(ctx, tier=args.tier)
 
 
-def cmd_show(ctx: Context, args: argparse.Namespace) -> Result:
-    m = ctx.repo.load_manifest(args.backup_id)
-    doc = json.loads(m.to_json())
-    return {"manifest": doc, "_text": [json.dumps(doc, indent=2, ensure_ascii=False)]}
+def _show(ctx: Context, args: argparse.Namespace) -> CommandResult:
+    from .commands.catalog import show
+
+    return show(ctx, backup_id=args.backup_id)
 
 
-def cmd_verify(ctx: Context, args: argparse.Namespace) -> Result:
-    from .verify import verify_backup
-
+def _verify(ctx: Context, args: argparse.Namespace) -> CommandResult:
     if args.restore:
-        from .verify_restore import run_verify_restore
+        from .commands.verify_restore import verify_restore
 
         if args.all or args.deep:
             raise UsageError("--restore verifies one backup (named, or chosen with --tier/--random/--kind); "
                              "it always reads everything, so --all and --deep do not apply")
-        return run_verify_restore(ctx, args.backup_id, tier=args.tier, random_pick=args.random, kind=args.kind)
+        return verify_restore(ctx, backup_id=args.backup_id, tier=args.tier, random_pick=args.random, kind=args.kind)
+    from .commands.verify import verify
+
     if args.tier or args.random or args.kind:
         raise UsageError("--tier, --random and --kind select a backup for --restore")
-    if bool(args.all) == bool(args.backup_id):
-        raise UsageError("name one BACKUP_ID or pass --all")
-    manifests = ctx.repo.manifests() if args.all else [ctx.repo.load_manifest(args.backup_id)]
-    reports = [verify_backup(ctx, m, deep=args.deep) for m in manifests]
-    bad = [o["error"] for r in reports for o in r["objects"] if not o["ok"]]
-    lines = [f"{r['backup_id']}: {'OK' if r['ok'] else 'FAILED'} ({len(r['objects'])} object(s)"
-             f"{', deep' if args.deep else ''})" for r in reports]
-    if not reports:
-        lines = ["no backups to verify"]
-    result: Result = {"backups": reports, "verified": len(reports), "failed": len([r for r in reports if not r["ok"]]),
-                      "_text": lines}
-    if bad:
-        result["_exit"] = EXIT_INTEGRITY
-        result["_error"] = f"integrity failure: {bad[0]}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
-    return result
+    return verify(ctx, backup_id=args.backup_id, all_backups=args.all, deep=args.deep)
 
 
-def cmd_restore(ctx: Context, args: argparse.Namespace) -> Result:
-    from .restore import run_restore
+def _restore(ctx: Context, args: argparse.Namespace) -> CommandResult:
+    from .commands.restore import restore
 
-    res = run_restore(ctx, args.backup_id, database=args.database, target=args.target_database,
-                      replace=args.replace, tables=args.table, schemas=args.schema, jobs=args.jobs,
-                      with_globals=args.with_globals, no_owner=args.no_owner)
-    verb = "replaced" if res["replaced"] else "restored into new database"
-    res["_text"] = [f"{res['backup_id']}: database {res['database']!r} {verb} {res['target_database']!r} "
-                    f"in {res['duration_seconds']:.1f} s"] + [f"note: {n}" for n in res["notes"]]
-    return res
+    return restore(ctx, backup_id=args.backup_id, database=args.database, target_database=args.target_database,
+                   replace=args.replace, tables=args.table, schemas=args.schema, jobs=args.jobs,
+                   with_globals=args.with_globals, no_owner=args.no_owner)
 
 
-def cmd_prune(ctx: Context, args: argparse.Namespace) -> Result:
-    from .prune import run_prune
+def _prune(ctx: Context, args: argparse.Namespace) -> CommandResult:
+    from .commands.prune import prune
 
-    res = run_prune(ctx, dry_run=args.dry_run)
-    verb = "would delete" if args.dry_run else "deleted"
-    res["_text"] = [f"{verb} {len(res['deleted'])} backup(s), kept {len(res['kept'])}; "
-                    f"{len(res['incomplete_removed'])} incomplete backup(s) and {len(res['uploads_aborted'])} "
-                    f"unfinished upload(s) {'to clean up' if args.dry_run else 'cleaned up'}"]
-    return res
+    return prune(ctx, dry_run=args.dry_run)
 
 
-def cmd_health(ctx: Context, args: argparse.Namespace) -> Result:
-    from . import health
+def _health(ctx: Context, args: argparse.Namespace) -> CommandResult:
+    from .commands.health import health
 
-    overrides: Dict[str, float] = {}
-    for item in args.max_age_hours:
-        tier, _, hours = item.partition("=")
-        try:
-            if tier not in ("daily", "weekly", "monthly"):
-                raise ValueError
-            overrides[tier] = float(hours)
-        except ValueError:
-            raise UsageError(f"--max-age-hours {item!r}: expected TIER=HOURS with a tier of daily, weekly, monthly") from None
-    manifests, probes = health.gather(ctx)
-    now = ctx.clock()
-    checks = health.evaluate(manifests, ctx.settings.health, probes, now, overrides,
-                             archive_timeout_seconds=ctx.settings.wal.archive_timeout_seconds,
-                             rpo_target_minutes=ctx.settings.drill.rpo_target_minutes)
-    doc = health.document(ctx.cluster, checks)
-    fmt = args.format or ("json" if args.json else "text")
-    result: Result = dict(doc)
-    if fmt == "text":
-        result["_text"] = health.render_text(doc)
-    elif fmt == "nagios":
-        result["_raw"] = health.render_nagios(doc) + "\n"
-        result["_exit"] = health.NAGIOS_CODES[doc["status"]]
-    elif fmt == "prometheus":
-        result["_raw"] = health.render_prometheus(doc, manifests, now, probes)
-    return result
+    return health(ctx, output_format=args.format, max_age_hours=args.max_age_hours, as_json=args.json)
 
 
-def cmd_wal_push(ctx: Context, args: argparse.Namespace) -> Result:
-    from .wal import run_wal_command, wal_push
+def _wal_push(ctx: Context, args: argparse.Namespace) -> CommandResult:
+    from .commands.wal import wal_push
 
-    return run_wal_command(lambda: wal_push(ctx, args.path, config_path=config_mod.config_path(args.config)))
-
-
-def cmd_wal_fetch(ctx: Context, args: argparse.Namespace) -> Result:
-    from .wal import run_wal_command, wal_fetch
-
-    return run_wal_command(lambda: wal_fetch(ctx, args.name, args.dest,
-                                             config_path=config_mod.config_path(args.config)))
+    return wal_push(ctx, path=args.path, config_path=config_mod.config_path(args.config))
 
 
-def cmd_wal_check(ctx: Context, args: argparse.Namespace) -> Result:
-    from .walcheck import run_wal_check
+def _wal_fetch(ctx: Context, args: argparse.Namespace) -> CommandResult:
+    from .commands.wal import wal_fetch
 
-    return run_wal_check(ctx, timeout=args.timeout)
-
-
-def cmd_pitr(ctx: Context, args: argparse.Namespace) -> Result:
-    from .pitr import run_pitr
-
-    return run_pitr(ctx, args)
+    return wal_fetch(ctx, name=args.name, dest=args.dest, config_path=config_mod.config_path(args.config))
 
 
-def cmd_drill(ctx: Context, args: argparse.Namespace) -> Result:
-    from .drill import run_drill
+def _wal_check(ctx: Context, args: argparse.Namespace) -> CommandResult:
+    from .commands.wal import wal_check
 
-    return run_drill(ctx, args)
+    return wal_check(ctx, timeout=args.timeout)
 
 
-COMMANDS: Dict[str, Callable[[Context, argparse.Namespace], Result]] = {
-    "backup": cmd_backup, "list": cmd_list, "show": cmd_show, "verify": cmd_verify,
-    "restore": cmd_restore, "prune": cmd_prune, "health": cmd_health,
-    "wal-push": cmd_wal_push, "wal-fetch": cmd_wal_fetch, "wal-check": cmd_wal_check, "pitr": cmd_pitr, "drill": cmd_drill,
+def _pitr(ctx: Context, args: argparse.Namespace) -> CommandResult:
+    from .commands.pitr import pitr
+
+    return pitr(ctx, data_dir=args.data_dir, latest=args.latest, target_time=args.target_time,
+                target_lsn=args.target_lsn, target_xid=args.target_xid, target_name=args.target_name,
+                exclusive=args.exclusive, backup_id=args.backup_id, port=args.port, no_start=args.no_start,
+                keep_archiving=args.keep_archiving, tablespace_map=args.tablespace_map)
+
+
+def _drill(ctx: Context, args: argparse.Namespace) -> CommandResult:
+    from .commands.drill import drill
+
+    return drill(ctx, data_dir=args.data_dir, port=args.port, keep=args.keep)
+
+
+COMMANDS: Dict[str, Callable[[Context, argparse.Namespace], CommandResult]] = {
+    "backup": _backup, "list": _list, "show": _show, "verify": _verify, "restore": _restore, "prune": _prune,
+    "health": _health, "wal-push": _wal_push, "wal-fetch": _wal_fetch, "wal-check": _wal_check, "pitr": _pitr,
+    "drill": _drill,
 }
 LOCKED = {"backup", "prune"}
 AUDITED = {"backup", "restore", "verify", "prune", "pitr", "drill"}
 
 
-def _config_command(args: argparse.Namespace, path: str) -> Result:
+def _config_command(args: argparse.Namespace, path: str) -> CommandResult:
+    from .commands.config import config_reference, config_validate
+
     if args.config_command == "reference":
-        text = config_mod.reference_markdown()
-        return {"options": [o.__dict__ for o in config_mod.iter_options()], "_text": [text.rstrip("\n")]}
+        return config_reference()
     if args.config_command != "validate":
         raise UsageError("config needs an action: validate or reference")
-    _, problems = config_mod.parse(config_mod.read_file(path))
-    if problems:
-        raise ConfigError(f"{path}: {len(problems)} problem(s)", problems=problems)
-    return {"path": path, "valid": True, "problems": [], "_text": [f"{path}: valid"]}
+    return config_validate(path=path)
 
 
 # -------------------------------------------------------------------------------------------------
+# Rendering a result: text lines, the JSON document, or raw output (Nagios, Prometheus).
 
-def _emit(args: argparse.Namespace, command: str, result: Result, exit_code: int,
+def _emit(args: argparse.Namespace, command: str, result: CommandResult, exit_code: int,
           error: Optional[PgBackupError] = None) -> None:
     as_json = getattr(args, "json", False)
-    if "_raw" in result and error is None:
-        sys.stdout.write(result["_raw"])
+    if result.raw is not None and error is None:
+        sys.stdout.write(result.raw)
     elif as_json:
         doc: Dict[str, Any] = {"schema_version": JSON_SCHEMA_VERSION, "command": command, "ok": exit_code == 0,
                                "exit_code": exit_code}
-        doc.update({k: v for k, v in result.items() if not k.startswith("_")})
+        doc.update(result.fields)
         if error is not None or exit_code:
             doc["error"] = {"exit_code": exit_code, "type": type(error).__name__ if error else error_type_for(exit_code),
-                            "message": str(error) if error else result.get("_error", ""),
+                            "message": str(error) if error else (result.error or ""),
                             "meaning": EXIT_CODES.get(exit_code, "")}
             if isinstance(error, ConfigError):
                 doc["error"]["problems"] = error.problems
         sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
     else:
-        for line in result.get("_text", []):
+        for line in result.text:
             sys.stdout.write(line + "\n")
     if error is not None:
         sys.stderr.write(f"pg-backup: error: {error}\n")
         if isinstance(error, ConfigError) and command.startswith("config") and not as_json:
             for problem in error.problems:
                 sys.stderr.write(f"  - {problem}\n")
-    elif exit_code and result.get("_error") and "_raw" not in result:
-        sys.stderr.write(f"pg-backup: error: {result['_error']}\n")
+    elif exit_code and result.error and result.raw is None:
+        sys.stderr.write(f"pg-backup: error: {result.error}\n")
     sys.stdout.flush()
 
 
@@ -388,18 +315,12 @@ def _raise_interrupted(signum: int, _frame: Any) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "wal-push" in argv or "wal-fetch" in argv:  # archive/restore_command: answer cheaply when possible
-        from .wal import fast_main
-
-        fast = fast_main(argv)
-        if fast is not None:
-            return fast
     signal.signal(signal.SIGTERM, _raise_interrupted)
     args = argparse.Namespace(json="--json" in argv)
     command = "pg-backup"
     ctx: Optional[Context] = None
     audit: Optional[AuditRecord] = None
-    result: Result = {}
+    result = CommandResult()
     error: Optional[PgBackupError] = None
     exit_code = EXIT_OK
     try:
@@ -412,8 +333,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise UsageError("no command given")
         command = args.command if args.command != "config" else f"config {args.config_command or ''}".strip()
         if args.command == "exit-codes":
-            result = {"exit_codes": {str(k): v for k, v in EXIT_CODES.items()},
-                      "_text": [f"{k:>3}  {v}" for k, v in EXIT_CODES.items()]}
+            from .commands.config import exit_codes
+
+            result = exit_codes()
         elif args.command == "config":
             result = _config_command(args, config_mod.config_path(args.config))
         else:
@@ -427,7 +349,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     result = COMMANDS[args.command](ctx, args)
             else:
                 result = COMMANDS[args.command](ctx, args)
-            exit_code = int(result.get("_exit", EXIT_OK))
+            exit_code = result.exit_code
     except PgBackupError as exc:
         error, exit_code = exc, exc.exit_code
     except KeyboardInterrupt:
@@ -449,13 +371,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     return exit_code
 
 
-def _write_audit(ctx: Context, audit: AuditRecord, result: Result, exit_code: int,
+def _write_audit(ctx: Context, audit: AuditRecord, result: CommandResult, exit_code: int,
                  error: Optional[PgBackupError]) -> None:
-    message = str(error) if error else result.get("_error")
-    outcome = result.get("_result") or ("success" if exit_code == 0 else "failure")
+    message = str(error) if error else result.error
+    outcome = result.audit_result or ("success" if exit_code == 0 else "failure")
     record = audit.finish(result=outcome, exit_code=exit_code, error=message,
-                          backup_id=result.get("backup_id"), bytes=result.get("bytes"),
-                          restored_into=result.get("target_database"))
+                          backup_id=result.fields.get("backup_id"), bytes=result.fields.get("bytes"),
+                          restored_into=result.fields.get("target_database"))
     warnings = [write_local(ctx.settings.audit_log_path, record)]
     try:
         warnings.append(write_remote(ctx.repo, record, audit.started))
@@ -465,6 +387,3 @@ def _write_audit(ctx: Context, audit: AuditRecord, result: Result, exit_code: in
         if w:
             ctx.progress.warn(w)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

@@ -4,41 +4,29 @@ The schema is the tree of dataclasses below. Each field's ``metadata`` carries i
 constraints; :func:`iter_options` flattens the tree into dotted key paths, which ``config validate``,
 ``config reference`` (the README's configuration table) and the Ansible roles' argument specs are
 all derived from or checked against. Add an option here and nowhere else.
+
+How options are declared (``opt``, ``section``), flattened and built from YAML, whatever they are, is
+:mod:`pg_backup.config_options`; this module holds what they are, the rules across them, and
+loading. Only this module and ``storage/`` know what the repository's backend type means for
+the rest of the agent (e.g. :meth:`RepositorySettings.storage_class_for`).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import re
-import stat
-from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Tuple, get_type_hints
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import yaml
 
+from .config_options import OptionInfo, build, opt, options_of, secret_file_problems, section
 from .errors import ConfigError
 
 ENV_CONFIG = "PG_BACKUP_CONFIG"
 DEFAULT_CONFIG_PATH = "/etc/pg-backup/pg-backup.yml"
 TIERS = ("daily", "weekly", "monthly")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-
-
-def opt(default: Any, doc: str, *, choices: Tuple[Any, ...] = (), minimum: Optional[int] = None,
-        maximum: Optional[int] = None, secret_file: bool = False, pattern: Optional[str] = None,
-        example: Any = None, item: Optional[type] = None) -> Any:
-    """Declare one option: its default, its one-line documentation and its constraints.
-
-    ``item`` makes a list option a list of mappings, each validated against that dataclass."""
-    meta = {"doc": doc, "choices": choices, "minimum": minimum, "maximum": maximum,
-            "secret_file": secret_file, "pattern": pattern, "example": example, "item": item}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def section(cls: type, doc: str) -> Any:
-    return field(default_factory=cls, metadata={"doc": doc, "section": True})
 
 
 @dataclass
@@ -111,6 +99,26 @@ class RepositorySettings:
                               example="/var/backups/pg-backup")
     prefix: str = opt("", "Key prefix inside the bucket or directory, before <cluster>/.")
     s3: S3Settings = section(S3Settings, "S3-compatible object storage.")
+
+    def identity(self) -> Dict[str, Any]:
+        """What tells this repository apart from every other one (not options, not secrets): local
+        state kept per repository, such as the WAL spool's markers, starts afresh for a new bucket
+        or directory."""
+        where: Dict[str, Any] = {"type": self.type, "prefix": self.prefix}
+        if self.type == "local":
+            where["path"] = os.path.abspath(self.path or "")
+        else:
+            where.update(bucket=self.s3.bucket, endpoint=self.s3.endpoint_url or "")
+        return where
+
+    def storage_class_for(self, tier: str) -> Optional[str]:
+        """The storage class of a tier's data objects; None where the backend has no classes (local)."""
+        return getattr(self.s3.storage_class, tier) if self.type == "s3" else None
+
+    def required_region(self) -> Optional[str]:
+        """The region the bucket must be in (data locality, checked by health); None for a local
+        repository or when no region is configured."""
+        return self.s3.region if self.type == "s3" else None
 
 
 @dataclass
@@ -289,48 +297,9 @@ class Settings:
         return self.verify.scratch_dir or os.path.join(self.paths.state_dir, "scratch")
 
 
-@dataclass(frozen=True)
-class OptionInfo:
-    path: str
-    type_name: str
-    default: Any
-    doc: str
-    choices: Tuple[Any, ...]
-    minimum: Optional[int]
-    maximum: Optional[int]
-    secret_file: bool
-    example: Any
-
-
-def _type_name(tp: Any) -> str:
-    text = getattr(tp, "__name__", None) or str(tp)
-    if "List" in str(tp) or "list" in str(tp):
-        return "list"
-    if "Optional" in str(tp) or "None" in str(tp):
-        inner = [a for a in getattr(tp, "__args__", ()) if a is not type(None)]
-        return _type_name(inner[0]) if inner else "str"
-    return {"str": "str", "int": "int", "bool": "bool"}.get(text, text)
-
-
-def _field_default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
-    return None
-
-
-def iter_options(cls: type = Settings, prefix: str = "") -> Iterator[OptionInfo]:
+def iter_options() -> Iterator[OptionInfo]:
     """Every option as a dotted key path, in schema order."""
-    hints = get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        path = f"{prefix}{f.name}"
-        if f.metadata.get("section"):
-            yield from iter_options(hints[f.name], path + ".")
-            continue
-        m = f.metadata
-        yield OptionInfo(path, _type_name(hints[f.name]), _field_default(f), m["doc"], tuple(m["choices"]),
-                         m["minimum"], m["maximum"], bool(m["secret_file"]), m["example"])
+    return options_of(Settings)
 
 
 def reference_markdown() -> str:
@@ -349,94 +318,6 @@ def reference_markdown() -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Loading and validation
-
-
-def _build(cls: type, data: Any, path: str, problems: List[str]) -> Any:
-    hints = get_type_hints(cls)
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        problems.append(f"{path or '<top>'}: must be a mapping, got {type(data).__name__}")
-        data = {}
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in known:
-            where = f"{path}.{key}" if path else str(key)
-            problems.append(f"{where}: unknown key (known here: {', '.join(sorted(known))})")
-    values: Dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        where = f"{path}.{f.name}" if path else f.name
-        tp = hints[f.name]
-        if f.metadata.get("section"):
-            values[f.name] = _build(tp, data.get(f.name), where, problems)
-            continue
-        if f.name not in data or (data[f.name] is None and _type_name(tp) != "list"):
-            values[f.name] = _field_default(f)
-            continue
-        values[f.name] = _coerce(data[f.name], tp, f.metadata, where, problems, _field_default(f))
-    return cls(**values)
-
-
-def _coerce(value: Any, tp: Any, meta: Any, where: str, problems: List[str], default: Any) -> Any:
-    kind = _type_name(tp)
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        problems.append(f"{where}: must be true or false, got {value!r}")
-        return default
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            problems.append(f"{where}: must be a whole number, got {value!r}")
-            return default
-        lo, hi = meta["minimum"], meta["maximum"]
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            problems.append(f"{where}: {value} is out of range {lo}..{hi}")
-            return default
-        return value
-    if kind == "list" and meta.get("item") is not None:
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            problems.append(f"{where}: must be a list of mappings, got {value!r}")
-            return default
-        return [_build(meta["item"], entry, f"{where}[{i}]", problems) for i, entry in enumerate(value)]
-    if kind == "list":
-        if value is None:
-            return []
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            problems.append(f"{where}: must be a list of non-empty strings, got {value!r}")
-            return default
-        return list(value)
-    # strings
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str):
-        problems.append(f"{where}: must be a string, got {value!r}")
-        return default
-    choices = meta["choices"]
-    if choices and value not in choices:
-        shown = ", ".join(str(c) for c in choices if c is not None)
-        problems.append(f"{where}: {value!r} is not one of {shown}")
-        return default
-    if meta["pattern"] and not re.match(meta["pattern"], value):
-        problems.append(f"{where}: {value!r} must match {meta['pattern']}")
-        return default
-    return value
-
-
-def _check_secret_file(path: str, where: str, problems: List[str], must_exist: bool = True) -> None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        if must_exist:
-            problems.append(f"{where}: file {path} does not exist")
-        return
-    except PermissionError:
-        problems.append(f"{where}: file {path} is not readable by this user")
-        return
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        problems.append(f"{where}: {path} holds a secret but is accessible by group or others "
-                        f"(mode {stat.S_IMODE(st.st_mode):04o}); run chmod 600 {path}")
 
 
 def semantic_problems(s: Settings, *, check_files: bool = True) -> List[str]:
@@ -471,7 +352,7 @@ def semantic_problems(s: Settings, *, check_files: bool = True) -> List[str]:
                         "restore-only host)")
     if enc.mode == "passphrase" and not enc.passphrase_file:
         problems.append("encryption.passphrase_file: required in passphrase mode")
-    from .verify_checks import ExpectationError, parse_expectation
+    from .expectations import ExpectationError, parse_expectation
 
     for i, check in enumerate(s.verify.checks):
         if not check.name or not check.sql:
@@ -483,28 +364,17 @@ def semantic_problems(s: Settings, *, check_files: bool = True) -> List[str]:
     if len({c.name for c in s.verify.checks}) != len(s.verify.checks):
         problems.append("verify.checks: check names must be unique (they name the results in reports)")
     if check_files:
-        for o in iter_options():
-            if not o.secret_file:
-                continue
-            value = _get_path(s, o.path)
-            for item in (value if isinstance(value, list) else [value]):
-                if item:
-                    _check_secret_file(item, o.path, problems)
+        secret_file_problems(s, problems)
         if enc.public_key_file and not os.path.exists(enc.public_key_file):
             problems.append(f"encryption.public_key_file: file {enc.public_key_file} does not exist")
     return problems
 
 
-def _get_path(obj: Any, path: str) -> Any:
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
-
 
 def parse(data: Any, *, check_files: bool = True) -> Tuple[Settings, List[str]]:
     """Build settings from parsed YAML; return them with every problem found (empty when valid)."""
     problems: List[str] = []
-    settings = _build(Settings, data, "", problems)
+    settings = build(Settings, data, "", problems)
     problems.extend(semantic_problems(settings, check_files=check_files))
     return settings, problems
 

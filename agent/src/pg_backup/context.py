@@ -9,11 +9,12 @@ from .config import Settings
 from .crypto import GnuPG
 from .errors import UsageError
 from .manifest import utcnow
-from .postgres import Postgres
+from .postgres.client import Postgres
 from .progress import Progress
 from .repository import Repository
 from .storage import Storage, open_storage
 from .storage.base import PutOptions
+from .wal.archive import WalArchive
 
 
 class Context:
@@ -26,6 +27,7 @@ class Context:
         self._repo: Optional[Repository] = None
         self._gpg: Optional[GnuPG] = None
         self._pg: Optional[Postgres] = None
+        self._wal_archive: Optional[WalArchive] = None
 
     @property
     def cluster(self) -> str:
@@ -42,6 +44,13 @@ class Context:
         if self._repo is None:
             self._repo = Repository(self.storage, self.cluster)
         return self._repo
+
+    @property
+    def wal_archive(self) -> WalArchive:
+        """The cluster's WAL archive (``<cluster>/wal/``), one per context: archive.json is read once."""
+        if self._wal_archive is None:
+            self._wal_archive = WalArchive(self.repo)
+        return self._wal_archive
 
     @property
     def gpg(self) -> GnuPG:
@@ -68,10 +77,7 @@ class Context:
 
     def put_options(self, tier: str, kind: str) -> PutOptions:
         """Storage class and tags for a tier's data objects (tags drive the bucket's lifecycle rules)."""
-        storage_class = None
-        if self.settings.repository.type == "s3":
-            storage_class = getattr(self.settings.repository.s3.storage_class, tier)
-        return PutOptions(storage_class=storage_class,
+        return PutOptions(storage_class=self.settings.repository.storage_class_for(tier),
                           tags={"tier": tier, "cluster": self.cluster, "kind": kind})
 
     def close(self) -> None:

@@ -14,12 +14,11 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 from typing import Dict, List, Optional, Sequence
 
 from .config import EncryptionSettings
 from .errors import EncryptionKeyError, IntegrityError, UsageError
-from .pipes import widen
+from .process import ChildProcess
 
 CIPHER = "AES256"
 _BASE = ["--batch", "--no-tty", "--quiet", "--no-greeting", "--no-permission-warning"]
@@ -177,12 +176,14 @@ class GnuPG:
                                         "--output", "-"], secret, decrypt=True)
 
 
-class GpgProcess:
+class GpgProcess(ChildProcess):
     """A running gpg whose stdin/stdout carry the data; status and stderr are collected aside."""
 
     def __init__(self, prefix: Sequence[str], rest: Sequence[str], secret: Optional[str],
                  decrypt: bool = False):
         self.decrypt = decrypt
+        self.status: List[str] = []
+        self.stderr: List[bytes] = []
         status_r, status_w = os.pipe()
         fds = [status_w]
         args = [*prefix, "--status-fd", str(status_w)]
@@ -196,49 +197,22 @@ class GpgProcess:
             fds.append(secret_r)
             args += ["--passphrase-fd", str(secret_r)]
         args += list(rest)
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, pass_fds=fds)
+        super().__init__(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=fds)
         os.close(status_w)
-        widen(self.proc.stdin)
-        widen(self.proc.stdout)
         if secret_r is not None:
             os.close(secret_r)
-        self.status: List[str] = []
-        self.stderr: List[bytes] = []
-        self._status_file = os.fdopen(status_r, "rb")
-        self._threads = [threading.Thread(target=self._collect, args=(self._status_file, True), daemon=True),
-                         threading.Thread(target=self._collect, args=(self.proc.stderr, False), daemon=True)]
-        for t in self._threads:
-            t.start()
+        self.drain(os.fdopen(status_r, "rb"), self.on_status)
 
-    def _collect(self, stream, is_status: bool) -> None:  # type: ignore[no-untyped-def]
-        for line in stream:
-            if is_status:
-                self.status.append(line.decode(errors="replace").strip())
-            elif len(self.stderr) < 50:
-                self.stderr.append(line)
-        stream.close()
+    def on_status(self, raw: bytes) -> None:
+        self.status.append(raw.decode(errors="replace").strip())
 
-    @property
-    def stdin(self):  # type: ignore[no-untyped-def]
-        return self.proc.stdin
-
-    @property
-    def stdout(self):  # type: ignore[no-untyped-def]
-        return self.proc.stdout
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        for t in self._threads:
-            t.join(timeout=5)
+    def on_stderr(self, raw: bytes) -> None:
+        if len(self.stderr) < 50:
+            self.stderr.append(raw)
 
     def finish(self, what: str) -> None:
         """Wait for gpg; translate its verdict into the agent's errors."""
-        rc = self.proc.wait()
-        for t in self._threads:
-            t.join(timeout=30)
+        rc = self.wait()
         tokens = {s.split()[1] for s in self.status if s.startswith("[GNUPG:] ") and len(s.split()) > 1}
         message = _last_line(b"".join(self.stderr))
         if self.decrypt:

@@ -24,15 +24,15 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import __version__, walarchive
+from . import __version__
 from .config import TIERS, PostgresSettings
 from .context import Context
 from .crypto import CIPHER
 from .errors import ArchivingError, PgBackupError, PostgresError, RefusedError, UsageError
 from .manifest import DatabaseInfo, EncryptionInfo, Manifest, StoredObject, allocate_backup_id, iso
 from .pipeline import store_stream
-from .postgres import archiver_state, archiving_off
-from .walarchive import format_lsn
+from .postgres.archiver import archiver_state, archiving_off, failed_since, wait_archived
+from .wal.names import format_lsn, parse_lsn_arg, wal_range
 
 ENCRYPTED_SUFFIX = ".zst.gpg"
 BASE_OBJECT = "base.tar" + ENCRYPTED_SUFFIX
@@ -45,24 +45,6 @@ _ARCHIVE_NAME = re.compile(r"^(base|[0-9]+)\.tar$")
 
 def tablespace_object(oid: int) -> str:
     return f"tablespace-{oid}.tar{ENCRYPTED_SUFFIX}"
-
-
-# -- LSNs and WAL file names (the arithmetic lives in walarchive) ------------------------------
-
-def parse_lsn(text: str) -> int:
-    try:
-        return walarchive.parse_lsn(str(text))
-    except ValueError:
-        raise UsageError(f"{text!r} is not a WAL location (LSN); write it like 0/3000060") from None
-
-
-def wal_range(start_lsn: int, start_timeline: int, stop_lsn: int, stop_timeline: int,
-              segment_size: int) -> Tuple[str, str]:
-    """The first and last WAL file a base backup needs: the segment of its start (redo) point and
-    the segment holding the last byte before its stop point (the server's XLByteToPrevSeg)."""
-    first = walarchive.segment_name(start_timeline, start_lsn // segment_size, segment_size)
-    last = walarchive.segment_name(stop_timeline, max(stop_lsn - 1, start_lsn) // segment_size, segment_size)
-    return first, last
 
 
 # -- the replication protocol -------------------------------------------------------------------
@@ -178,7 +160,7 @@ class BaseBackupStream:
         first = self._check(self._result(), "no start position")
         if first.status != pq.ExecStatus.TUPLES_OK or first.ntuples != 1:
             raise PostgresError(f"unexpected answer to BASE_BACKUP from {self.where} (status {first.status})")
-        start_lsn = parse_lsn(first.get_value(0, 0).decode())
+        start_lsn = parse_lsn_arg(first.get_value(0, 0).decode())
         timeline = int(first.get_value(0, 1).decode())
         heads = self._check(self._result(), "no tablespace list")
         tablespaces = []
@@ -253,7 +235,7 @@ class BaseBackupStream:
                 break
             self._check(res, "")
             if res.status == pq.ExecStatus.TUPLES_OK and res.ntuples == 1 and res.nfields >= 2:
-                stop = (parse_lsn(res.get_value(0, 0).decode()), int(res.get_value(0, 1).decode()))
+                stop = (parse_lsn_arg(res.get_value(0, 0).decode()), int(res.get_value(0, 1).decode()))
         if stop is None:
             raise PostgresError(f"base backup on {self.where} ended without a stop position")
         return stop
@@ -266,10 +248,6 @@ class BaseBackupStream:
 
 
 # -- archiving ---------------------------------------------------------------------------------
-
-def open_wal_archive(ctx: Context) -> walarchive.WalArchive:
-    return walarchive.WalArchive(ctx.storage, ctx.cluster)
-
 
 def check_archiving_configured(state: Dict[str, Any]) -> None:
     """Refuse before the backup when the server cannot archive the WAL the backup will need."""
@@ -290,19 +268,14 @@ def wait_for_wal(ctx: Context, archive: Any, segment: str, timeout: float, *, si
     """Wait until ``segment`` is in this repository's WAL archive; raise ArchivingError with the
     archiver's own last failure when it does not arrive in time. Returns the seconds waited."""
     t0 = time.monotonic()
-    deadline = t0 + timeout
     ctx.progress.stage(f"waiting up to {timeout:.0f} s for WAL segment {segment} in the archive")
-    while True:
-        if archive.has(segment):
-            return time.monotonic() - t0
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(poll)
+    if wait_archived(segment, archive.has, timeout, poll=poll)[0]:
+        return time.monotonic() - t0
     detail = "PostgreSQL's archiver reported no failure"
     try:
         with ctx.pg.connect() as conn:
             state = archiver_state(conn)
-        if state["last_failed_wal"] and (since is None or (state["last_failed_time"] and state["last_failed_time"] >= since)):
+        if failed_since(state, since):
             detail = f"archive_command last failed on {state['last_failed_wal']} at {state['last_failed_time']}"
         elif "wal-push" not in (state["archive_command"] or ""):
             detail = (f"archive_command {state['archive_command']!r} does not look like 'pg-backup wal-push', so it "
@@ -419,7 +392,7 @@ def run_physical_backup(ctx: Context, tier: str) -> Manifest:
                            f"backups are taken on the primary", hint="run it there, or pass --skip-if-standby")
     facts = _server_facts(ctx)
     check_archiving_configured(facts)
-    archive = open_wal_archive(ctx)
+    archive = ctx.wal_archive
     databases = ctx.pg.databases()
 
     started = ctx.clock()

@@ -69,6 +69,59 @@ class _CountingReader:
         return block
 
 
+class EncryptedStream:
+    """gpg encrypting what ``produce(stdin)`` writes into it, fed from a thread of its own; iterate for
+    the ciphertext (``CHUNK`` at a time). The one compress -> encrypt feeder of the data path: backups
+    through :func:`store_stream`, WAL files through :func:`pg_backup.wal.encode.encode_file`.
+
+    Use it as a context manager: leaving the block before the ciphertext was read to its end (the
+    consumer failed) kills gpg, so the producer stops on a broken pipe. A producer error, or gpg's
+    verdict, is raised at the end of the iteration."""
+
+    def __init__(self, gpg: GnuPG, produce: Callable[[BinaryIO], None], *, what: str, background: bool = False):
+        self._enc = gpg.start_encrypt()
+        if background:
+            lower_priority(self._enc.proc.pid)
+        self._what = what
+        self._completed = False
+
+        def feed() -> None:
+            try:
+                produce(self._enc.stdin)
+            finally:
+                try:
+                    self._enc.stdin.close()
+                except OSError:
+                    pass
+
+        self._feeder = _Feeder(feed)
+
+    def __enter__(self) -> "EncryptedStream":
+        self._feeder.start()
+        return self
+
+    def __iter__(self) -> Iterator[bytes]:
+        enc, feeder = self._enc, self._feeder
+        fd = enc.stdout.fileno()
+        while True:
+            block = os.read(fd, CHUNK)
+            if not block:
+                break
+            yield block
+        feeder.join()
+        if feeder.error is not None:
+            if isinstance(feeder.error, BrokenPipeError):
+                enc.finish(self._what)  # gpg died first: its message is the real cause
+            raise feeder.error
+        enc.finish(self._what)
+        self._completed = True
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._completed:
+            self._enc.kill()
+            self._feeder.join(timeout=30)
+
+
 def store_stream(source: BinaryIO, storage: Storage, key: str, gpg: GnuPG, *, what: str,
                  level: int, threads: int, options: PutOptions = PutOptions(),
                  finish_source: Callable[[], None] = lambda: None,
@@ -82,52 +135,24 @@ def store_stream(source: BinaryIO, storage: Storage, key: str, gpg: GnuPG, *, wh
     """
     workers = threads if threads > 0 else (os.cpu_count() or 1)
     compressor = zstandard.ZstdCompressor(level=level, threads=workers if workers > 1 else 0)
-    enc = gpg.start_encrypt()
-    if background:
-        lower_priority(enc.proc.pid)
     reader = _CountingReader(source, progress)
 
-    def feed() -> None:
+    def compress(stdin: BinaryIO) -> None:
         # copy_stream runs the read → compress → write loop in C (GIL released): Python only
         # counts bytes for the manifest and progress, once per 1 MiB read.
-        sink = os.fdopen(enc.stdin.fileno(), "wb", buffering=0, closefd=False)
-        try:
-            compressor.copy_stream(reader, sink, read_size=CHUNK, write_size=CHUNK)
-        finally:
-            try:
-                enc.stdin.close()
-            except OSError:
-                pass
+        sink = os.fdopen(stdin.fileno(), "wb", buffering=0, closefd=False)
+        compressor.copy_stream(reader, sink, read_size=CHUNK, write_size=CHUNK)
 
-    feeder = _Feeder(feed)
     digest = hashlib.sha256()
-    completed = False
 
-    def ciphertext() -> Iterator[bytes]:
-        nonlocal completed
-        fd = enc.stdout.fileno()
-        while True:
-            block = os.read(fd, CHUNK)
-            if not block:
-                break
+    def ciphertext(stream: EncryptedStream) -> Iterator[bytes]:
+        for block in stream:
             digest.update(block)
             yield block
-        feeder.join()
-        if feeder.error is not None:
-            if isinstance(feeder.error, BrokenPipeError):
-                enc.finish(what)  # gpg died first: its message is the real cause
-            raise feeder.error
-        enc.finish(what)
         finish_source()
-        completed = True
 
-    feeder.start()
-    try:
-        size = storage.put_stream(key, ciphertext(), options)
-    finally:
-        if not completed:
-            enc.kill()
-            feeder.join(timeout=30)
+    with EncryptedStream(gpg, compress, what=what, background=background) as stream:
+        size = storage.put_stream(key, ciphertext(stream), options)
     return StoreResult(size=size, sha256=digest.hexdigest(), raw_size=reader.count)
 
 

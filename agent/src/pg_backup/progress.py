@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Optional, TextIO
+from typing import Dict, Optional, TextIO
 
 
 def human_bytes(n: float) -> str:
@@ -12,6 +12,17 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+class PhaseTimer:
+    """Seconds spent per phase of a recovery or a deep verification (download, extract, WAL replay,
+    ...), added up over repeated phases; reported as the result's ``phases``."""
+
+    def __init__(self) -> None:
+        self.phases: Dict[str, float] = {}
+
+    def add(self, name: str, seconds: float) -> None:
+        self.phases[name] = round(self.phases.get(name, 0.0) + max(seconds, 0.0), 3)
 
 
 class Progress:

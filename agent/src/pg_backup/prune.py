@@ -46,10 +46,10 @@ def run_prune(ctx: Context, *, dry_run: bool) -> Dict[str, Any]:
 
 def prune_wal(ctx: Context, retained: List[Any], now: dt.datetime, *, dry_run: bool) -> Dict[str, Any]:
     """Delete archived WAL that no retained physical backup and no point in the PITR window needs
-    (DESIGN §6; the plan is :func:`pg_backup.walarchive.plan_wal_retention`, from manifests only)."""
-    from .walarchive import PhysicalRef, WalArchive, plan_wal_retention
+    (DESIGN §6; the plan is :func:`pg_backup.wal.archive.plan_wal_retention`, from manifests only)."""
+    from .wal.archive import PhysicalRef, plan_wal_retention
 
-    archive = WalArchive(ctx.storage, ctx.cluster)
+    archive = ctx.wal_archive
     entries = archive.entries()
     if not entries:
         return {"deleted": 0, "kept": 0, "bytes": 0, "reason": "no WAL archived"}

@@ -2,18 +2,28 @@
 
     <prefix>/<cluster>/backups/<backup_id>/manifest.json   written last: the commit point
     <prefix>/<cluster>/backups/<backup_id>/<objects>
-    <prefix>/<cluster>/wal/<timeline>/<segment>...
+    <prefix>/<cluster>/wal/archive.json                     the WAL archive's identity
+    <prefix>/<cluster>/wal/<timeline>/<wal file>.zst.gpg    every file PostgreSQL archives
+    <prefix>/<cluster>/wal/conflicts/<ts>-<name>-<rand>.json refused pushes
     <prefix>/<cluster>/audit/<yyyy>/<mm>/<ts>-<op>-<rand>.json
+    <prefix>/<cluster>/audit/verifications/<ts>-<backup_id>-<rand>-<passed|failed>.json
+    <prefix>/<cluster>/audit/drills/<drill_id>/{history.png,report.md,report.json}
 """
 from __future__ import annotations
 
 import datetime as dt
+import re
+import secrets
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional
 
 from .errors import IntegrityError, NotFoundError
 from .manifest import MANIFEST_NAME, Manifest
 from .storage.base import IncompleteUpload, ObjectInfo, PutOptions, Storage
+from .wal.names import object_name
+
+#: The name of a verification record under ``verifications_prefix``: time, backup id, random, verdict.
+VERIFICATION_NAME = re.compile(r"^(\d{8}T\d{6}Z)-(.+)-([0-9a-f]{6})-(passed|failed)\.json$")
 
 
 @dataclass
@@ -45,6 +55,42 @@ class Repository:
     def audit_key(self, ts: dt.datetime, op: str, suffix: str) -> str:
         u = ts.astimezone(dt.timezone.utc)
         return f"{self.root}audit/{u:%Y}/{u:%m}/{u:%Y%m%dT%H%M%S}Z-{op}-{suffix}.json"
+
+    # -- keys of the WAL archive (DESIGN §5) --------------------------------------------------------
+    @property
+    def wal_prefix(self) -> str:
+        return f"{self.root}wal/"
+
+    def wal_key(self, name: str) -> str:
+        """The object of WAL file ``name`` (WalNameError for anything that is not one)."""
+        return self.wal_prefix + object_name(name)
+
+    @property
+    def wal_identity_key(self) -> str:
+        return self.wal_prefix + "archive.json"
+
+    @property
+    def wal_conflicts_prefix(self) -> str:
+        return self.wal_prefix + "conflicts/"
+
+    # -- keys of restore verifications and drills (DESIGN §10: under audit/, verdicts in the names) ----
+    @property
+    def verifications_prefix(self) -> str:
+        return f"{self.root}audit/verifications/"
+
+    def verification_key(self, when: dt.datetime, backup_id: str, passed: bool) -> str:
+        """A new record of one verification (see VERIFICATION_NAME): ``health`` reads verdicts from one listing."""
+        stamp = when.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        return (f"{self.verifications_prefix}{stamp}-{backup_id}-{secrets.token_hex(3)}-"
+                f"{'passed' if passed else 'failed'}.json")
+
+    @property
+    def drills_prefix(self) -> str:
+        return f"{self.root}audit/drills/"
+
+    def drill_prefix(self, drill_id: str) -> str:
+        """The reports of one drill: ``history.png``, ``report.md`` and ``report.json`` (written last)."""
+        return f"{self.drills_prefix}{drill_id}/"
 
     @property
     def location(self) -> str:

@@ -14,12 +14,12 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-from .backup import find_backup_database
 from .context import Context
-from .errors import PostgresError, RefusedError, UsageError
-from .manifest import Manifest, StoredObject
+from .errors import NotFoundError, PostgresError, RefusedError, UsageError
+from .manifest import DatabaseInfo, Manifest, StoredObject
 from .pipeline import copy_plaintext_to, iter_plaintext, verify_stored
-from .postgres import ClientProcess, conninfo_quote, tool_major
+from .postgres.client import conninfo_quote
+from .postgres.tools import ClientProcess, tool_major
 
 MAX_IDENTIFIER = 63
 
@@ -35,6 +35,19 @@ def _short_name(base: str, tag: str) -> str:
     suffix = f"_{tag}"
     raw = base.encode()[: MAX_IDENTIFIER - len(suffix.encode())]
     return raw.decode(errors="ignore") + suffix
+
+
+def find_backup_database(manifest: Manifest, name: Optional[str]) -> DatabaseInfo:
+    if name is None:
+        if len(manifest.databases) == 1:
+            return manifest.databases[0]
+        raise UsageError(f"backup {manifest.backup_id} holds {len(manifest.databases)} databases; name one with "
+                         f"--database ({', '.join(d.name for d in manifest.databases)})")
+    db = manifest.database(name)
+    if db is None:
+        raise NotFoundError(f"backup {manifest.backup_id} has no database {name!r}",
+                            hint=f"it has: {', '.join(d.name for d in manifest.databases) or 'none'}")
+    return db
 
 
 def verify_objects(ctx: Context, manifest: Manifest, objects: Sequence[StoredObject]) -> None:
@@ -111,7 +124,7 @@ def run_restore(ctx: Context, backup_id: str, *, database: Optional[str], target
         _pg_restore_into(ctx, manifest, dump_obj, pg_restore, work_db, tables, schemas, jobs, no_owner, notes)
     except BaseException:
         ctx.progress.note(f"restore failed: dropping the incomplete database {work_db!r}")
-        _drop_database(ctx, work_db, info.major)
+        drop_database(ctx, work_db, info.major)
         raise
     replaced_aside = None
     if exists:
@@ -198,7 +211,7 @@ def _terminate_sessions(conn, name: str) -> None:  # type: ignore[no-untyped-def
                  (name,))
 
 
-def _drop_database(ctx: Context, name: str, server_major: int) -> None:
+def drop_database(ctx: Context, name: str, server_major: int) -> None:
     sql = _sql()
     try:
         with ctx.pg.connect() as conn:
@@ -227,5 +240,5 @@ def _swap_in(ctx: Context, restored: str, target: str, server_major: int) -> str
             conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(aside), sql.Identifier(target)))
             conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(target)))
             raise
-    _drop_database(ctx, aside, server_major)
+    drop_database(ctx, aside, server_major)
     return aside

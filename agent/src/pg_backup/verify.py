@@ -14,7 +14,8 @@ from .context import Context
 from .errors import IntegrityError, NotFoundError, PgBackupError
 from .manifest import Manifest, StoredObject
 from .pipeline import copy_plaintext_to, drain, iter_plaintext, verify_stored
-from .postgres import ClientProcess, tool_major
+from .postgres.tools import ClientProcess, major_bin_dirs, same_major_dir
+from .progress import PhaseTimer
 
 
 def _deep_check(ctx: Context, manifest: Manifest, obj: StoredObject, pg_restore: Optional[str]) -> None:
@@ -72,11 +73,9 @@ def verify_backup(ctx: Context, manifest: Manifest, *, deep: bool) -> Dict[str, 
 def _verifybackup_binary(ctx: Context, major: int) -> Tuple[Optional[str], bool]:
     """(pg_verifybackup, can parse this major's WAL): the same major's tool parses its WAL (pg_waldump
     beside it); a newer one can still check the files against the manifest."""
-    candidates = [ctx.settings.postgres.bin_dir or "", f"/usr/lib/postgresql/{major}/bin", f"/usr/pgsql-{major}/bin"]
-    for d in candidates:
-        path = os.path.join(d, "pg_verifybackup") if d else ""
-        if path and os.path.exists(path) and tool_major(path) == major:
-            return path, os.path.exists(os.path.join(d, "pg_waldump"))
+    d = same_major_dir(major_bin_dirs(ctx.settings.postgres.bin_dir, major), major, "pg_verifybackup")
+    if d:
+        return os.path.join(d, "pg_verifybackup"), os.path.exists(os.path.join(d, "pg_waldump"))
     try:
         path = ctx.pg.tool("pg_verifybackup", major)
         return (path, False) if os.path.exists(path) else (None, False)
@@ -88,8 +87,8 @@ def verify_physical_deep(ctx: Context, manifest: Manifest, results: List[Dict[st
     """Decrypt and extract the base backup into a private 0700 scratch directory, fetch the WAL it
     needs from the archive, and let pg_verifybackup check every file (and parse that WAL) against
     PostgreSQL's own backup_manifest. The scratch directory is removed afterwards, whatever happened."""
-    from .pitr import BASE_OBJECT, _Timer, extract_archive
-    from .physical import BACKUP_MANIFEST_OBJECT
+    from .physical import BACKUP_MANIFEST_OBJECT, BASE_OBJECT
+    from .recovery.archives import extract_archive
 
     major = manifest.server_version_num // 10000
     tool, parses_wal = _verifybackup_binary(ctx, major)
@@ -105,7 +104,7 @@ def verify_physical_deep(ctx: Context, manifest: Manifest, results: List[Dict[st
     try:
         os.mkdir(data_dir, 0o700)
         os.mkdir(wal_dir, 0o700)
-        timer, storage = _Timer(), ctx.storage
+        timer, storage = PhaseTimer(), ctx.storage
         key = lambda name: ctx.repo.object_key(manifest.backup_id, name)  # noqa: E731
         ctx.progress.stage(f"verifying {manifest.backup_id} (deep): extracting into private directory {scratch}")
         extract_archive(ctx, storage, key(BASE_OBJECT), manifest, BASE_OBJECT, data_dir, timer, ctx.progress)
@@ -155,16 +154,16 @@ def verify_physical_deep(ctx: Context, manifest: Manifest, results: List[Dict[st
 
 
 def _fetch_backup_wal(ctx: Context, manifest: Manifest, wal_dir: str) -> Optional[str]:
-    """Fetch start_wal..stop_wal (the WAL pg_verifybackup parses) with wal-fetch; the reason if not."""
-    from .walarchive import next_segment
-    from .wal import wal_fetch
+    """Fetch start_wal..stop_wal (the WAL pg_verifybackup parses) from the archive; the reason if not."""
+    from .wal.fetch import fetch_to
+    from .wal.names import next_segment
 
     if not (manifest.start_wal and manifest.stop_wal and manifest.wal_segment_size):
         return "the manifest names no WAL range"
     name, size = manifest.start_wal, manifest.wal_segment_size
     for _ in range(4096):
         try:
-            wal_fetch(ctx, name, os.path.join(wal_dir, name))
+            fetch_to(ctx, name, os.path.join(wal_dir, name))
         except NotFoundError:
             return f"{name} is not in the WAL archive"
         if name == manifest.stop_wal:

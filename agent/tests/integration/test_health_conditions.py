@@ -80,6 +80,23 @@ def test_broken_archive_command_then_recovered(make_cluster, workdir, write_conf
     assert check_status(run_agent, cfg, "wal_archiver") == "ok"
 
 
+def test_archive_mode_on_without_archive_command(make_cluster, workdir, write_config, run_agent):
+    """archive_mode = on with an empty archive_command archives nothing (postgres.archiver.archiving_off),
+    although pg_stat_archiver shows no failure: critical in every format, like archive_mode = off."""
+    cluster = make_cluster("15", archive_mode="on", archive_command="", wal_level="replica")
+    cfg = write_config(workdir, "nocmd", cluster=cluster, backup={"globals": False})
+    run_agent(cfg, "backup", "--tier", "daily", "--database", "postgres")
+    assert cluster.psql("SELECT failed_count FROM pg_stat_archiver") == "0"
+    message = "archive_mode is on but archive_command is empty: no WAL is archived"
+    doc = health_in_all_formats(run_agent, cfg, "wal_archiver", "critical", message=message)
+    assert doc["status"] == "critical"
+    nagios = run_agent(cfg, "health", "--format", "nagios", json=False, check=False)
+    assert nagios.rc == 2 and message in nagios.stdout.splitlines()[0], nagios.describe()
+    prom = run_agent(cfg, "health", "--format", "prometheus", json=False, check=False).stdout
+    assert prom_value(prom, "pg_backup_check_status", check="wal_archiver") == 2
+    assert prom_value(prom, "pg_backup_archiver_failed_total") == 0
+
+
 def test_unreachable_endpoint(pg15, s3_server, workdir, write_config, run_agent):
     cfg = write_config(workdir, "down", cluster=pg15, s3=s3_server,
                        s3_overrides={"endpoint_url": "http://127.0.0.1:9", "max_attempts": 1, "connect_timeout": 1})

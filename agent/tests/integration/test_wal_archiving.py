@@ -25,11 +25,12 @@ pytestmark = pytest.mark.integration
 
 def open_archive(cfg: str):
     from pg_backup import config as config_mod
+    from pg_backup.repository import Repository
     from pg_backup.storage import open_storage
-    from pg_backup.walarchive import WalArchive
+    from pg_backup.wal.archive import WalArchive
 
     settings = config_mod.load(cfg, check_files=False)
-    return WalArchive(open_storage(settings), settings.cluster)
+    return WalArchive(Repository(open_storage(settings), settings.cluster))
 
 
 def fetch(run_agent, cfg: str, name: str, dest: Path, **kw):

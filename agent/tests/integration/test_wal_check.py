@@ -3,6 +3,8 @@ archiving end to end against a real cluster, and a broken archive_command fails 
 PostgreSQL's archiver reported."""
 from __future__ import annotations
 
+import time
+
 import pytest
 from pgb_wal_support import enable_archiving
 
@@ -42,6 +44,19 @@ def test_wal_check_fails_with_the_archivers_error_when_archiving_is_broken(archi
     assert "archiver failed" in message, message
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("pg-backup: error:")]
     assert len(errors) == 1, res.stderr  # one error line (after the progress line)
+
+
+def test_wal_check_refuses_archive_mode_on_without_archive_command(make_cluster, workdir, write_config, run_agent):
+    # postgres.archiver.archiving_off decides, as for health, physical backups and drills: no switch, no wait.
+    cluster = make_cluster("15", archive_mode="on", archive_command="", wal_level="replica")
+    cfg = write_config(workdir, cluster=cluster)
+    started = time.monotonic()
+    res = run_agent(cfg, "wal-check", "--timeout", "60", check=False)
+
+    assert res.returncode == 6, res.stderr
+    message = res.data["error"]["message"]
+    assert message.startswith("archive_mode is on but archive_command is empty"), message
+    assert "switched WAL" not in res.stderr and time.monotonic() - started < 30  # refused at once
 
 
 def test_wal_check_refuses_when_archive_mode_is_off(make_cluster, workdir, write_config, run_agent):

@@ -207,7 +207,7 @@ def test_prune_keeps_the_wal_that_retained_base_backups_need(make_cluster, workd
 
 def test_the_resident_uploader_leaves_when_postgresql_stops_calling(make_cluster, workdir, write_config):
     from pg_backup import config as config_mod
-    from pg_backup.wal import Spool, is_locked, spool_namespace, uploader_lock_path
+    from pg_backup.wal.spool import Spool, is_locked, spool_namespace, uploader_lock_path
 
     cluster = make_cluster("15", archive_mode="on", archive_command="", wal_level="replica")
     cfg = write_config(workdir, "leave", cluster=cluster, wal={"uploader_idle_seconds": 3})

@@ -10,12 +10,14 @@ from typing import Dict, Optional
 import pytest
 
 from pg_backup.config import HealthSettings
-from pg_backup.health import (ArchiverProbe, Probes, WalProbe, database_check_name, document, evaluate, render_nagios,
-                              render_prometheus, segment_end)
+from pg_backup.health.checks import ArchiverProbe, Probes, WalProbe, database_check_name, evaluate
+from pg_backup.health.render import document, render_nagios, render_prometheus
 from pg_backup.manifest import DatabaseInfo, EncryptionInfo, Manifest, StoredObject, iso, make_backup_id
-from pg_backup.verify_restore import VerificationRecord
+from pg_backup.verification.records import VerificationRecord
+from pg_backup.wal.names import segment_end
 
 NOW = dt.datetime(2026, 6, 15, 12, tzinfo=dt.timezone.utc)
+PUSH = "pg-backup --config /etc/pg-backup/main.yml wal-push %p"   # archive_command of an archiving server
 
 
 def _m(tier: str, hours_ago: float, stored: int = 1000, dbs: Optional[Dict[str, int]] = None,
@@ -158,20 +160,38 @@ def test_gaps_conflicts_and_no_wal():
 
 def test_archiver_failing_now_recovered_and_unreachable():
     t = NOW - dt.timedelta(minutes=5)
-    failing = ArchiverProbe(archive_mode="on", failed_count=3, last_failed_time=t,
+    failing = ArchiverProbe(archive_mode="on", archive_command=PUSH, failed_count=3, last_failed_time=t,
                             last_archived_time=t - dt.timedelta(minutes=1), last_failed_wal="000000010000000000000007")
     checks = evaluate([_m("daily", 1)], HealthSettings(), Probes(archiver=failing), NOW)
     assert _status(checks, "wal_archiver") == "critical" and "000000010000000000000007" in \
         _check(checks, "wal_archiver").message
-    recovered = ArchiverProbe(archive_mode="on", failed_count=5, last_failed_time=t - dt.timedelta(minutes=1),
-                              last_archived_time=t, previous_failed_count=3)
+    recovered = ArchiverProbe(archive_mode="on", archive_command=PUSH, failed_count=5,
+                              last_failed_time=t - dt.timedelta(minutes=1), last_archived_time=t,
+                              previous_failed_count=3)
     assert _status(evaluate([], HealthSettings(), Probes(archiver=recovered), NOW), "wal_archiver") == "warning"
-    steady = ArchiverProbe(archive_mode="on", failed_count=5, last_failed_time=t - dt.timedelta(minutes=1),
-                           last_archived_time=t, previous_failed_count=5)
+    steady = ArchiverProbe(archive_mode="on", archive_command=PUSH, failed_count=5,
+                           last_failed_time=t - dt.timedelta(minutes=1), last_archived_time=t, previous_failed_count=5)
     assert _status(evaluate([], HealthSettings(), Probes(archiver=steady), NOW), "wal_archiver") == "ok"
     down = evaluate([_m("daily", 1, kind="physical")], HealthSettings(),
                     Probes(archiver_error="cannot connect", wal=_wal(1)), NOW)
     assert _status(down, "wal_archiver") == "unknown"
+
+
+def test_archiver_without_a_command_is_broken_like_archive_mode_off():
+    """health agrees with postgres.archiver.archiving_off: archive_mode = on with neither archive_command
+    nor archive_library archives nothing, whatever pg_stat_archiver says."""
+    quiet = dict(archived_count=0, failed_count=0, previous_failed_count=0)
+    for probe in (ArchiverProbe(archive_mode="on", **quiet), ArchiverProbe(archive_mode="always", archive_command="  ",
+                                                                           **quiet)):
+        checks = evaluate([_m("daily", 1)], HealthSettings(), Probes(archiver=probe), NOW)
+        assert _status(checks, "wal_archiver") == "critical"
+        assert _check(checks, "wal_archiver").message.startswith(f"archive_mode is {probe.archive_mode} but "
+                                                                 f"archive_command is empty")
+    off = evaluate([_m("daily", 1, kind="physical")], HealthSettings(), Probes(archiver=ArchiverProbe()), NOW)
+    assert _check(off, "wal_archiver").message.startswith("archive_mode is off")
+    for works in (ArchiverProbe(archive_mode="on", archive_command=PUSH, **quiet),
+                  ArchiverProbe(archive_mode="on", archive_library="basic_archive", **quiet)):
+        assert _status(evaluate([], HealthSettings(), Probes(archiver=works), NOW), "wal_archiver") == "ok"
 
 
 def _rec(days_ago: float, passed: bool) -> VerificationRecord:

@@ -8,9 +8,11 @@ from decimal import Decimal
 
 import pytest
 
-from pg_backup.drill import measure_rpo, record_end, render_markdown
-from pg_backup.verify_checks import ExpectationError, parse_expectation
-from pg_backup.verify_restore import _RECORD_RE, verification_key
+from pg_backup.drill.report import render_markdown
+from pg_backup.drill.rpo import measure_rpo
+from pg_backup.expectations import ExpectationError, parse_expectation
+from pg_backup.repository import VERIFICATION_NAME, Repository
+from pg_backup.wal.names import record_end
 
 
 @pytest.mark.parametrize("text,value,holds", [
@@ -38,8 +40,8 @@ def test_bad_expectations_are_rejected_or_never_hold(text):
 
 def test_verification_keys_carry_time_backup_and_result():
     when = dt.datetime(2026, 11, 25, 10, 0, 5, tzinfo=dt.timezone.utc)
-    key = verification_key("main/", when, "20261125T020000Z-logical-daily", True)
-    m = _RECORD_RE.match(key[len("main/audit/verifications/"):])
+    key = Repository(None, "main").verification_key(when, "20261125T020000Z-logical-daily", True)
+    m = VERIFICATION_NAME.match(key[len("main/audit/verifications/"):])
     assert key.startswith("main/audit/verifications/20261125T100005Z-20261125T020000Z-logical-daily-")
     assert m and m.group(2) == "20261125T020000Z-logical-daily" and m.group(4) == "passed"
 

@@ -9,13 +9,19 @@ from typing import List, Optional
 
 import pytest
 
-from pg_backup import config, physical, pitr
+from pg_backup import config, physical
 from pg_backup.context import Context
 from pg_backup.errors import NotFoundError, PostgresError, RefusedError, UsageError
 from pg_backup.manifest import EncryptionInfo, Manifest, StoredObject, iso
+from pg_backup.recovery.datadir import (make_tablespace_dirs, parse_tablespace_map, plan_tablespaces, prepare_data_dir,
+                                        rewrite_tablespace_map)
+from pg_backup.recovery.settings import BLOCK_BEGIN, conf_quote, server_overrides, write_auto_conf
+from pg_backup.recovery.targets import (RecoveryTarget, consistent_target, latest_target, lsn_target, name_target,
+                                        parse_target_time, target_from_options, time_target, xid_target)
+from pg_backup.recovery.window import Catalog, OutsideWindow, choose_backup, recoverable_window
 from pg_backup.retention import BackupRef, plan, pitr_window_base
 from pg_backup.storage.base import PutOptions
-from pg_backup.walarchive import WalArchive
+from pg_backup.wal import names
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -32,27 +38,27 @@ SEG = 16 << 20
     ("2026-11-25T14:03:00.123456789Z", dt.datetime(2026, 11, 25, 14, 3, 0, 123456, tzinfo=UTC)),
 ])
 def test_target_times_need_and_keep_their_zone(text, expected):
-    assert pitr.parse_target_time(text) == expected
-    assert pitr.time_target(text).value == expected.strftime("%Y-%m-%d %H:%M:%S.%f+00")
+    assert parse_target_time(text) == expected
+    assert time_target(text).value == expected.strftime("%Y-%m-%d %H:%M:%S.%f+00")
 
 
 @pytest.mark.parametrize("text, words", [("2026-11-25 14:03:00", "no time zone"), ("yesterday", "ISO 8601"),
                                          ("2026-13-01T00:00:00Z", "month must be")])
 def test_bad_target_times_are_usage_errors(text, words):
     with pytest.raises(UsageError, match=words):
-        pitr.parse_target_time(text)
+        parse_target_time(text)
 
 
 def test_each_target_kind_writes_exactly_one_recovery_target():
     cases = {
-        pitr.time_target("2026-11-25T14:03:00Z"): {"recovery_target_time": "2026-11-25 14:03:00.000000+00",
-                                                   "recovery_target_inclusive": "on"},
-        pitr.lsn_target("0/3000060", inclusive=False): {"recovery_target_lsn": "0/3000060",
-                                                        "recovery_target_inclusive": "off"},
-        pitr.xid_target("1234"): {"recovery_target_xid": "1234", "recovery_target_inclusive": "on"},
-        pitr.name_target("before-upgrade"): {"recovery_target_name": "before-upgrade"},
-        pitr.consistent_target(): {"recovery_target": "immediate"},
-        pitr.latest_target(): {},
+        time_target("2026-11-25T14:03:00Z"): {"recovery_target_time": "2026-11-25 14:03:00.000000+00",
+                                              "recovery_target_inclusive": "on"},
+        lsn_target("0/3000060", inclusive=False): {"recovery_target_lsn": "0/3000060",
+                                                   "recovery_target_inclusive": "off"},
+        xid_target("1234"): {"recovery_target_xid": "1234", "recovery_target_inclusive": "on"},
+        name_target("before-upgrade"): {"recovery_target_name": "before-upgrade"},
+        consistent_target(): {"recovery_target": "immediate"},
+        latest_target(): {},
     }
     for target, expected in cases.items():
         assert target.settings() == expected
@@ -60,12 +66,17 @@ def test_each_target_kind_writes_exactly_one_recovery_target():
         assert target.describe()
 
 
-@pytest.mark.parametrize("make, value", [(pitr.lsn_target, "3000060"), (pitr.lsn_target, "0/XYZ"),
-                                          (pitr.xid_target, "abc"), (pitr.xid_target, "2"),
-                                          (pitr.name_target, ""), (pitr.name_target, "x" * 64)])
+@pytest.mark.parametrize("make, value", [(lsn_target, "3000060"), (lsn_target, "0/XYZ"),
+                                         (xid_target, "abc"), (xid_target, "2"),
+                                         (name_target, ""), (name_target, "x" * 64)])
 def test_malformed_targets_are_refused(make, value):
     with pytest.raises(UsageError):
         make(value)
+
+
+def _options(args) -> dict:
+    return {k: getattr(args, k) for k in ("latest", "target_time", "target_lsn", "target_xid", "target_name",
+                                          "exclusive")}
 
 
 def test_target_from_cli_arguments():
@@ -76,27 +87,27 @@ def test_target_from_cli_arguments():
 
     a = Args()
     a.latest = True
-    assert pitr.target_from_args(a).kind == "latest"
+    assert target_from_options(**_options(a)).kind == "latest"
     a.exclusive = True
     with pytest.raises(UsageError, match="--exclusive"):
-        pitr.target_from_args(a)
+        target_from_options(**_options(a))
     b = Args()
     b.target_xid, b.exclusive = "900", True
-    assert pitr.target_from_args(b) == pitr.RecoveryTarget("xid", "900", False)
-    assert pitr.parse_tablespace_map(["/old=/new", "fast=/x/y"]) == {"/old": "/new", "fast": "/x/y"}
+    assert target_from_options(**_options(b)) == RecoveryTarget("xid", "900", False)
+    assert parse_tablespace_map(["/old=/new", "fast=/x/y"]) == {"/old": "/new", "fast": "/x/y"}
     with pytest.raises(UsageError, match="OLD=NEW"):
-        pitr.parse_tablespace_map(["/old=relative"])
+        parse_tablespace_map(["/old=relative"])
 
 
 def test_wal_range_uses_the_segment_before_the_stop_point():
-    start, stop = physical.wal_range(0x2000028, 1, 0x3000000, 1, SEG)
+    start, stop = names.wal_range(0x2000028, 1, 0x3000000, 1, SEG)
     assert (start, stop) == ("000000010000000000000002", "000000010000000000000002")  # stop on a boundary
-    assert physical.wal_range(0x2000028, 1, 0x3000100, 1, SEG)[1] == "000000010000000000000003"
-    assert physical.wal_range(0x1FF000028, 3, 0x200000100, 3, SEG) == ("0000000300000001000000FF",
+    assert names.wal_range(0x2000028, 1, 0x3000100, 1, SEG)[1] == "000000010000000000000003"
+    assert names.wal_range(0x1FF000028, 3, 0x200000100, 3, SEG) == ("0000000300000001000000FF",
                                                                      "000000030000000200000000")
-    assert physical.parse_lsn("1/FF000028") == 0x1FF000028
+    assert names.parse_lsn_arg("1/FF000028") == 0x1FF000028
     with pytest.raises(UsageError):
-        physical.parse_lsn("nope")
+        names.parse_lsn_arg("nope")
 
 
 def test_max_rate_outside_what_the_server_accepts_is_refused():
@@ -119,47 +130,47 @@ def test_archiving_must_be_configured_before_a_physical_backup():
 def test_auto_conf_block_is_replaced_and_the_rest_kept(tmp_path):
     path = tmp_path / "postgresql.auto.conf"
     path.write_text("# Do not edit this file manually!\narchive_command = 'push %p'\n")
-    pitr.write_auto_conf(str(tmp_path), {"restore_command": "fetch '%f' %p", "port": "5433"}, "first")
-    pitr.write_auto_conf(str(tmp_path), {"archive_mode": "off"}, "second")
+    write_auto_conf(str(tmp_path), {"restore_command": "fetch '%f' %p", "port": "5433"}, "first")
+    write_auto_conf(str(tmp_path), {"archive_mode": "off"}, "second")
     text = path.read_text()
     assert text.startswith("# Do not edit this file manually!\narchive_command = 'push %p'\n")
     assert "restore_command" not in text and "first" not in text
-    assert text.count(pitr.BLOCK_BEGIN) == 1 and "archive_mode = 'off'" in text
+    assert text.count(BLOCK_BEGIN) == 1 and "archive_mode = 'off'" in text
     assert oct(path.stat().st_mode & 0o777) == "0o600"
-    assert pitr._conf_quote("it's \\ here") == "'it''s \\\\ here'"
+    assert conf_quote("it's \\ here") == "'it''s \\\\ here'"
 
 
 def test_scratch_overrides_turn_archiving_off_and_bind_loopback():
-    scratch = pitr.server_overrides(port=55432, socket_dir="/tmp/s", archiving=False)
+    scratch = server_overrides(port=55432, socket_dir="/tmp/s", archiving=False)
     assert scratch == {"port": "55432", "listen_addresses": "127.0.0.1", "unix_socket_directories": "/tmp/s",
                        "archive_mode": "off", "archive_command": "", "synchronous_standby_names": ""}
-    assert pitr.server_overrides(port=None, socket_dir=None, archiving=True) == {}
+    assert server_overrides(port=None, socket_dir=None, archiving=True) == {}
 
 
 def test_data_dir_is_created_private_or_moved_aside_never_deleted(tmp_path):
     fresh = tmp_path / "fresh" / "data"
-    assert pitr.prepare_data_dir(str(fresh), "S") is None
+    assert prepare_data_dir(str(fresh), "S") is None
     assert oct(fresh.stat().st_mode & 0o777) == "0o700" and list(fresh.iterdir()) == []
 
     used = tmp_path / "used"
     used.mkdir()
     (used / "PG_VERSION").write_text("15\n")
     (used / "postmaster.pid").write_text("999999999\n")  # a stale pid file: no such process
-    moved = pitr.prepare_data_dir(str(used), "20261125T000000Z")
+    moved = prepare_data_dir(str(used), "20261125T000000Z")
     assert moved == f"{used}.pitr-20261125T000000Z" and (tmp_path / moved / "PG_VERSION").read_text() == "15\n"
     assert list(used.iterdir()) == []
     (used / "again").write_text("x")
-    assert pitr.prepare_data_dir(str(used), "20261125T000000Z") == f"{used}.pitr-20261125T000000Z-1"
+    assert prepare_data_dir(str(used), "20261125T000000Z") == f"{used}.pitr-20261125T000000Z-1"
 
     running = tmp_path / "running"
     running.mkdir()
     (running / "postmaster.pid").write_text(f"{os.getpid()}\n{running}\n")
     with pytest.raises(RefusedError, match="is running in"):
-        pitr.prepare_data_dir(str(running), "S")
+        prepare_data_dir(str(running), "S")
     assert (running / "postmaster.pid").exists()
     (tmp_path / "afile").write_text("x")
     with pytest.raises(RefusedError, match="not a directory"):
-        pitr.prepare_data_dir(str(tmp_path / "afile"), "S")
+        prepare_data_dir(str(tmp_path / "afile"), "S")
 
 
 def _manifest(backup_id: str, *, kind: str = "physical", stop: Optional[dt.datetime] = None, start_wal: str = "",
@@ -185,28 +196,28 @@ def test_tablespaces_go_to_free_original_locations_else_inside_the_data_dir(tmp_
                                     {"oid": 16401, "name": "b", "location": str(busy), "object": "tablespace-16401"}])
     data = tmp_path / "data"
     notes: List[str] = []
-    planned = pitr.plan_tablespaces(m, str(data), None, notes)
+    planned = plan_tablespaces(m, str(data), None, notes)
     assert [p["restored_to"] for p in planned] == [str(free), str(data / "pg_tblspc_restored" / "16401")]
     assert len(notes) == 1 and "is in use" in notes[0] and f"--tablespace-map {busy}=NEW" in notes[0]
     assert not free.exists()  # planning creates nothing
-    pitr.make_tablespace_dirs(planned)
+    make_tablespace_dirs(planned)
     assert oct(free.stat().st_mode & 0o777) == "0o700"
 
-    mapped = pitr.plan_tablespaces(m, str(data), {"b": str(tmp_path / "new-b"), "16400": str(tmp_path / "new-a")}, [])
+    mapped = plan_tablespaces(m, str(data), {"b": str(tmp_path / "new-b"), "16400": str(tmp_path / "new-a")}, [])
     assert [p["restored_to"] for p in mapped] == [str(tmp_path / "new-a"), str(tmp_path / "new-b")]
     with pytest.raises(UsageError, match="has no tablespace for"):
-        pitr.plan_tablespaces(m, str(data), {"/nowhere": "/x"}, [])
+        plan_tablespaces(m, str(data), {"/nowhere": "/x"}, [])
     with pytest.raises(RefusedError, match="is not empty"):
-        pitr.plan_tablespaces(m, str(data), {"a": str(busy)}, [])
+        plan_tablespaces(m, str(data), {"a": str(busy)}, [])
 
 
 def test_tablespace_map_is_rewritten_with_the_restored_locations(tmp_path):
     (tmp_path / "tablespace_map").write_text("16400 /old/a\n16401 /old/b\n")
     planned = [{"oid": 16400, "restored_to": "/new/a"}, {"oid": 16401, "restored_to": "/new b"}]
-    pitr.rewrite_tablespace_map(str(tmp_path), planned)
+    rewrite_tablespace_map(str(tmp_path), planned)
     assert (tmp_path / "tablespace_map").read_text() == "16400 /new/a\n16401 /new b\n"
     with pytest.raises(Exception, match="tablespace_map"):
-        pitr.rewrite_tablespace_map(str(tmp_path), planned[:1])
+        rewrite_tablespace_map(str(tmp_path), planned[:1])
 
 
 # -- the base backup stream -------------------------------------------------------------------
@@ -263,7 +274,7 @@ def repo_ctx(tmp_path):
 
 def _archive(ctx, segments):
     """WAL objects by name with their modification time (minutes after T0)."""
-    archive = WalArchive(ctx.storage, ctx.cluster)
+    archive = ctx.wal_archive
     for name, minutes in segments.items():
         key = archive.key_for(name)
         ctx.storage.put_bytes(key, b"x", PutOptions())
@@ -288,7 +299,7 @@ def _two_backups_and_a_gap(ctx):
 
 def test_window_starts_after_the_last_gap_and_lists_the_earlier_stretch(repo_ctx):
     _two_backups_and_a_gap(repo_ctx)
-    w = pitr.recoverable_window(repo_ctx)
+    w = recoverable_window(repo_ctx)
     assert (w.start_backup_id, w.start_lsn, w.end_lsn, w.end_segment) == ("B", "0/6000100", "0/8000000", _seg(7))
     assert w.start_time == iso(T0 + dt.timedelta(minutes=10)) and w.end_time == iso(T0 + dt.timedelta(minutes=12))
     assert w.gaps == [_seg(5)] and w.timelines == [1] and w.backups == 2
@@ -298,62 +309,62 @@ def test_window_starts_after_the_last_gap_and_lists_the_earlier_stretch(repo_ctx
 
 
 @pytest.mark.parametrize("target, chosen", [
-    (pitr.time_target(T0 + dt.timedelta(minutes=3)), "A"),
-    (pitr.time_target(T0 + dt.timedelta(minutes=11, seconds=30)), "B"),
-    (pitr.lsn_target("0/3000000"), "A"),
-    (pitr.lsn_target("0/7000000"), "B"),
-    (pitr.xid_target(150), "A"),
-    (pitr.xid_target(250), "B"),
-    (pitr.xid_target(50), "A"),            # assigned before every backup ended: the oldest
-    (pitr.name_target("x"), "B"),
-    (pitr.latest_target(), "B"),
+    (time_target(T0 + dt.timedelta(minutes=3)), "A"),
+    (time_target(T0 + dt.timedelta(minutes=11, seconds=30)), "B"),
+    (lsn_target("0/3000000"), "A"),
+    (lsn_target("0/7000000"), "B"),
+    (xid_target(150), "A"),
+    (xid_target(250), "B"),
+    (xid_target(50), "A"),            # assigned before every backup ended: the oldest
+    (name_target("x"), "B"),
+    (latest_target(), "B"),
 ])
 def test_the_newest_backup_that_ended_before_the_target_is_chosen(repo_ctx, target, chosen):
     _two_backups_and_a_gap(repo_ctx)
-    manifest, _notes = pitr.choose_backup(pitr._Catalog(repo_ctx), target)
+    manifest, _notes = choose_backup(Catalog(repo_ctx), target)
     assert manifest.backup_id == chosen
 
 
 @pytest.mark.parametrize("target, words", [
-    (pitr.time_target(T0), "before the end of the oldest base backup"),
-    (pitr.time_target(T0 + dt.timedelta(minutes=5)), "after the newest archived WAL reachable from A"),
-    (pitr.time_target(T0 + dt.timedelta(hours=1)), "after the newest archived WAL reachable from B"),
-    (pitr.lsn_target("0/5800000"), "reachable from A"),
-    (pitr.lsn_target("0/9000000"), "reachable from B"),
+    (time_target(T0), "before the end of the oldest base backup"),
+    (time_target(T0 + dt.timedelta(minutes=5)), "after the newest archived WAL reachable from A"),
+    (time_target(T0 + dt.timedelta(hours=1)), "after the newest archived WAL reachable from B"),
+    (lsn_target("0/5800000"), "reachable from A"),
+    (lsn_target("0/9000000"), "reachable from B"),
 ])
 def test_targets_outside_the_window_name_it(repo_ctx, target, words):
     _two_backups_and_a_gap(repo_ctx)
-    with pytest.raises(pitr.OutsideWindow, match=words) as err:
-        pitr.choose_backup(pitr._Catalog(repo_ctx), target)
+    with pytest.raises(OutsideWindow, match=words) as err:
+        choose_backup(Catalog(repo_ctx), target)
     assert err.value.exit_code == 7 and "0/6000100" in str(err.value) and err.value.window.start_backup_id == "B"
 
 
 def test_named_backup_must_be_physical_and_recoverable(repo_ctx):
     _two_backups_and_a_gap(repo_ctx)
-    catalog = pitr._Catalog(repo_ctx)
+    catalog = Catalog(repo_ctx)
     with pytest.raises(UsageError, match="is a logical backup"):
-        pitr.choose_backup(catalog, pitr.latest_target(), "L")
-    assert pitr.choose_backup(catalog, pitr.latest_target(), "A")[0].backup_id == "A"
-    with pytest.raises(pitr.OutsideWindow, match="before the end of A"):
-        pitr.choose_backup(catalog, pitr.time_target(T0), "A")
+        choose_backup(catalog, latest_target(), "L")
+    assert choose_backup(catalog, latest_target(), "A")[0].backup_id == "A"
+    with pytest.raises(OutsideWindow, match="before the end of A"):
+        choose_backup(catalog, time_target(T0), "A")
     with pytest.raises(NotFoundError):
-        pitr.choose_backup(catalog, pitr.latest_target(), "nope")
+        choose_backup(catalog, latest_target(), "nope")
 
 
 def test_a_backup_without_its_wal_is_skipped(repo_ctx):
     m = _manifest("C", stop=T0 + dt.timedelta(minutes=20), start_wal=_seg(9), stop_wal=_seg(9), stop_lsn="0/9000100")
     _two_backups_and_a_gap(repo_ctx)
     repo_ctx.repo.commit_manifest(m, PutOptions())
-    manifest, notes = pitr.choose_backup(pitr._Catalog(repo_ctx), pitr.latest_target())
+    manifest, notes = choose_backup(Catalog(repo_ctx), latest_target())
     assert manifest.backup_id == "B" and any("C: its WAL" in n for n in notes)
-    assert pitr.recoverable_window(repo_ctx).newest_backup_id == "C"
+    assert recoverable_window(repo_ctx).newest_backup_id == "C"
 
 
 def test_no_physical_backup_no_window(repo_ctx):
     repo_ctx.repo.commit_manifest(_manifest("L", kind="logical"), PutOptions())
-    assert pitr.recoverable_window(repo_ctx) is None
+    assert recoverable_window(repo_ctx) is None
     with pytest.raises(NotFoundError, match="no physical base backup"):
-        pitr.choose_backup(pitr._Catalog(repo_ctx), pitr.latest_target())
+        choose_backup(Catalog(repo_ctx), latest_target())
 
 
 # -- retention -----------------------------------------------------------------------------------

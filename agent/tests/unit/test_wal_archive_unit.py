@@ -9,10 +9,12 @@ import datetime as dt
 import pytest
 
 from pg_backup.storage.base import PutOptions
+from pg_backup.repository import Repository
 from pg_backup.storage.local import LocalStorage
-from pg_backup.walarchive import (META_HISTORY, PhysicalRef, WalArchive, WalNameError, decode_history_meta,
-                                  encode_history_meta, lsn_to_segment, next_segment, parse_history, parse_lsn,
-                                  parse_wal_name, plan_wal_retention, segment_name)
+from pg_backup.wal.archive import (META_HISTORY, PhysicalRef, WalArchive, decode_history_meta, encode_history_meta,
+                                   parse_history, plan_wal_retention)
+from pg_backup.wal.names import (WalNameError, lsn_to_segment, name_of_object, next_segment, object_name, parse_lsn,
+                                 parse_wal_name, segment_name)
 
 MIB = 1 << 20
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)
@@ -69,6 +71,18 @@ def test_history_files_and_their_metadata():
     assert parse_lsn("A/1F") == (0xA << 32) | 0x1F
 
 
+def test_the_repository_names_every_wal_object():
+    repo = Repository(LocalStorage("/nonexistent"), "c")
+    assert repo.wal_key("000000010000000000000003") == "c/wal/00000001/000000010000000000000003.zst.gpg"
+    assert repo.wal_identity_key == "c/wal/archive.json" and repo.wal_conflicts_prefix == "c/wal/conflicts/"
+    for name in ("000000020000000A000000FF.partial", "0000000A.history", "000000010000000000000002.00000028.backup"):
+        assert name_of_object(object_name(name)) == name
+    assert name_of_object("00000001/000000020000000000000003.zst.gpg") is None     # another timeline's directory
+    assert name_of_object("00000001/x/000000010000000000000003.zst.gpg") is None
+    with pytest.raises(WalNameError):
+        repo.wal_key("../000000010000000000000001")
+
+
 # -- an archive in a temporary directory --------------------------------------------------------------
 
 def put(storage: LocalStorage, archive: WalArchive, name: str, meta=None) -> None:
@@ -82,7 +96,7 @@ def seg(tli: int, segno: int, size: int = 16 * MIB) -> str:
 @pytest.fixture
 def archive(tmp_path):
     storage = LocalStorage(str(tmp_path))
-    return WalArchive(storage, "c")
+    return WalArchive(Repository(storage, "c"))
 
 
 def test_entries_are_sorted_and_ignore_what_is_not_wal(archive):

@@ -100,6 +100,12 @@ class Storage(abc.ABC):
     def abort_incomplete(self, upload: IncompleteUpload) -> None:
         """Remove the debris of one unfinished write."""
 
+    def local_path(self, key: str) -> Optional[str]:
+        """The file (for a prefix ending in '/', the directory) that holds ``key`` where objects are plain
+        files another process may look at directly, as the WAL fast path does; None for every other
+        backend."""
+        return None
+
     def make_readable(self, keys: List[str], progress: Optional[ProgressFn] = None) -> None:
         """Ensure archived objects (Glacier, Deep Archive) can be read; a no-op for most backends."""
 

@@ -40,6 +40,9 @@ class LocalStorage(Storage):
             raise StorageError(f"invalid object key {key!r}")
         return os.path.join(self.root, *key.split("/"))
 
+    def local_path(self, key: str) -> Optional[str]:
+        return self._path(key.rstrip("/"))
+
     def _makedirs(self, directory: str) -> None:
         """Create missing directories and fsync each new one's parent, so the new entry survives a crash."""
         missing = []

@@ -1,6 +1,7 @@
-"""The WAL archive of one cluster in storage (DESIGN §2, §5), read side and pure helpers.
+"""The WAL archive of one cluster in storage (DESIGN §2, §5): reading it, its timelines and gaps, and
+which WAL files retention may delete.
 
-Layout::
+Layout (the keys come from :class:`pg_backup.repository.Repository`)::
 
     <cluster>/wal/archive.json                      identity: system identifier, segment size (create-if-absent)
     <cluster>/wal/<TLI>/<FILENAME>.zst.gpg          every file PostgreSQL hands over: segments, .partial,
@@ -19,14 +20,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-DEFAULT_SEGMENT_SIZE = 16 << 20
-SUFFIX = ".zst.gpg"
-IDENTITY_NAME = "archive.json"
-CONFLICTS_DIR = "conflicts"
+from .names import (DEFAULT_SEGMENT_SIZE, format_lsn, history_file_name, name_of_object, parse_lsn, parse_wal_name,
+                    segment_name, sort_key)
 
 # Metadata keys on WAL objects (S3 lowercases user metadata keys; keep them lowercase).
 META_SHA256 = "pgb-sha256"
@@ -34,40 +32,6 @@ META_SIZE = "pgb-size"
 META_KEY = "pgb-key"
 META_HISTORY = "pgb-history"
 META_SYSID = "pgb-sysid"
-
-_SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
-_PARTIAL_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})\.partial$")
-_BACKUP_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})\.([0-9A-F]{8})\.backup$")
-_HISTORY_RE = re.compile(r"^([0-9A-F]{8})\.history$")
-_LSN_RE = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
-
-KINDS = ("segment", "partial", "backup", "history")
-
-
-class WalNameError(ValueError):
-    """Not a WAL file name PostgreSQL would archive."""
-
-
-@dataclass(frozen=True)
-class WalName:
-    """A parsed WAL file name. ``log``/``seg`` are the two halves of a segment name (None for history)."""
-
-    name: str
-    timeline: int
-    kind: str
-    log: Optional[int] = None
-    seg: Optional[int] = None
-    offset: Optional[int] = None     # .backup: the start offset within the segment
-
-    def segno(self, segment_size: int = DEFAULT_SEGMENT_SIZE) -> Optional[int]:
-        if self.log is None or self.seg is None:
-            return None
-        return self.log * segments_per_xlogid(segment_size) + self.seg
-
-    @property
-    def segment(self) -> Optional[str]:
-        """The 24-character segment name this file belongs to (None for history files)."""
-        return self.name[:24] if self.log is not None else None
 
 
 @dataclass(frozen=True)
@@ -97,68 +61,7 @@ class WalConflict:
         return f"{self.name}: {self.reason}{where} at {self.recorded_at} (record {self.key})"
 
 
-# -- pure helpers ----------------------------------------------------------------------------------
-
-def check_segment_size(segment_size: int) -> int:
-    if segment_size < (1 << 20) or segment_size > (1 << 30) or segment_size & (segment_size - 1):
-        raise ValueError(f"WAL segment size {segment_size} is not a power of two between 1 MiB and 1 GiB")
-    return segment_size
-
-
-def segments_per_xlogid(segment_size: int) -> int:
-    return 0x100000000 // check_segment_size(segment_size)
-
-
-def parse_wal_name(name: str) -> WalName:
-    """Parse a file name PostgreSQL archives; raise WalNameError for anything else."""
-    m = _SEGMENT_RE.match(name)
-    if m:
-        return WalName(name, int(m.group(1), 16), "segment", int(m.group(2), 16), int(m.group(3), 16))
-    m = _PARTIAL_RE.match(name)
-    if m:
-        return WalName(name, int(m.group(1), 16), "partial", int(m.group(2), 16), int(m.group(3), 16))
-    m = _BACKUP_RE.match(name)
-    if m:
-        return WalName(name, int(m.group(1), 16), "backup", int(m.group(2), 16), int(m.group(3), 16),
-                       int(m.group(4), 16))
-    m = _HISTORY_RE.match(name)
-    if m:
-        return WalName(name, int(m.group(1), 16), "history")
-    raise WalNameError(f"{name!r} is not a WAL file name (a 24-hex-digit segment, .partial, .backup or "
-                       f"<timeline>.history)")
-
-
-def segment_name(tli: int, segno: int, segment_size: int = DEFAULT_SEGMENT_SIZE) -> str:
-    per = segments_per_xlogid(segment_size)
-    return f"{tli:08X}{segno // per:08X}{segno % per:08X}"
-
-
-def next_segment(name: str, segment_size: int = DEFAULT_SEGMENT_SIZE) -> str:
-    w = parse_wal_name(name)
-    if w.kind != "segment":
-        raise WalNameError(f"{name!r} is not a segment name")
-    return segment_name(w.timeline, (w.segno(segment_size) or 0) + 1, segment_size)
-
-
-def parse_lsn(lsn: str) -> int:
-    m = _LSN_RE.match(lsn.strip())
-    if not m:
-        raise ValueError(f"{lsn!r} is not a WAL location like 0/3000060")
-    return (int(m.group(1), 16) << 32) | int(m.group(2), 16)
-
-
-def format_lsn(pos: int) -> str:
-    return f"{pos >> 32:X}/{pos & 0xFFFFFFFF:X}"
-
-
-def lsn_to_segment(lsn: str, tli: int, segment_size: int = DEFAULT_SEGMENT_SIZE) -> str:
-    """The segment holding byte position ``lsn`` on timeline ``tli`` (like pg_walfile_name)."""
-    return segment_name(tli, parse_lsn(lsn) // check_segment_size(segment_size), segment_size)
-
-
-def history_file_name(tli: int) -> str:
-    return f"{tli:08X}.history"
-
+# -- timeline history files ------------------------------------------------------------------------
 
 def parse_history(text: str) -> List[Tuple[int, int]]:
     """A timeline history file's entries: (parent timeline, switch position) in order.
@@ -198,57 +101,48 @@ def decode_history_meta(text: str) -> Tuple[List[Tuple[int, int]], bool]:
     return entries, not truncated
 
 
-def sort_key(w: WalName) -> Tuple[int, int, int, int, str]:
-    """PostgreSQL's archiving order: history files first, then by timeline and position."""
-    if w.kind == "history":
-        return (0, w.timeline, 0, 0, w.name)
-    return (1, w.log or 0, w.seg or 0, w.timeline, w.name)
-
-
 # -- the archive -----------------------------------------------------------------------------------
 
 class WalArchive:
-    """Read access to ``<cluster>/wal/`` (writes are in :mod:`pg_backup.wal`)."""
+    """Read access to ``<cluster>/wal/`` (writes are in :mod:`pg_backup.wal.push`). Its keys are the
+    repository's (``repo``: a :class:`pg_backup.repository.Repository`, whose ``wal_key`` and friends
+    name every object; not imported here, so the archive sits beside the repository, not above it).
+    Get it from ``Context.wal_archive``."""
 
-    def __init__(self, storage, cluster: str):  # type: ignore[no-untyped-def]
-        self.storage = storage
-        self.cluster = cluster
-        self.root = f"{cluster}/wal/"
+    def __init__(self, repo: Any):
+        self.repo = repo
+        self.storage = repo.storage
+        self.cluster = repo.cluster
+        self.root = repo.wal_prefix
         self._identity: Optional[dict] = None
         self._identity_read = False
 
     # keys ----------------------------------------------------------------------------------------
     def key_for(self, name: str) -> str:
-        w = parse_wal_name(name)
-        return f"{self.root}{w.timeline:08X}/{name}{SUFFIX}"
+        return self.repo.wal_key(name)
 
     @property
     def identity_key(self) -> str:
-        return self.root + IDENTITY_NAME
+        return self.repo.wal_identity_key
 
     @property
     def conflicts_prefix(self) -> str:
-        return f"{self.root}{CONFLICTS_DIR}/"
+        return self.repo.wal_conflicts_prefix
 
     def name_of(self, key: str) -> Optional[str]:
         """The WAL file name stored under ``key``, or None if the key is not a WAL object."""
-        if not key.startswith(self.root) or not key.endswith(SUFFIX):
+        if not key.startswith(self.root):
             return None
-        rest = key[len(self.root):-len(SUFFIX)]
-        tli_dir, _, name = rest.partition("/")
-        if "/" in name:
-            return None
-        try:
-            w = parse_wal_name(name)
-        except WalNameError:
-            return None
-        return name if tli_dir == f"{w.timeline:08X}" else None
+        return name_of_object(key[len(self.root):])
 
     # identity ------------------------------------------------------------------------------------
-    def identity(self) -> Optional[dict]:
-        """archive.json as a dict, or None if nothing was ever pushed."""
+    def identity(self, *, fresh: bool = False) -> Optional[dict]:
+        """archive.json as a dict, or None if nothing was ever pushed. Read once (it never changes once
+        written); ``fresh`` reads it again (after losing the race to create it)."""
+        if fresh:
+            self._identity_read = False
         if not self._identity_read:
-            from .errors import IntegrityError, NotFoundError
+            from ..errors import IntegrityError, NotFoundError
 
             try:
                 raw = self.storage.get_bytes(self.identity_key)
@@ -398,7 +292,7 @@ class WalArchive:
     # conflicts -----------------------------------------------------------------------------------
     def conflicts(self) -> List[WalConflict]:
         """Recorded refused pushes (critical in health until an operator removes the record)."""
-        from .errors import NotFoundError
+        from ..errors import NotFoundError
 
         found: List[WalConflict] = []
         for info in self.storage.list(self.conflicts_prefix):

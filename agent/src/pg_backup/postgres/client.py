@@ -6,17 +6,14 @@ only from a libpq password file.
 """
 from __future__ import annotations
 
-import glob
 import os
 import re
-import shutil
-import subprocess
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
-from .config import PostgresSettings
-from .errors import PostgresError
-from .pipes import widen
+from ..config import PostgresSettings
+from ..errors import PostgresError
+from .tools import client_bin_dir
 
 
 def _psycopg():  # type: ignore[no-untyped-def]
@@ -119,73 +116,12 @@ class Postgres:
 
     def bin_dir(self, server_major: int) -> str:
         """Client tools at least as new as the server (pg_dump refuses older-major servers' successors)."""
-        if self._bin_dir:
-            return self._bin_dir
-        candidates: List[str] = []
-        if self.settings.bin_dir:
-            candidates = [self.settings.bin_dir]
-        else:
-            found = []
-            for d in glob.glob("/usr/lib/postgresql/*/bin") + glob.glob("/usr/pgsql-*/bin"):
-                m = re.search(r"(\d+)", os.path.basename(os.path.dirname(d)))
-                if m and int(m.group(1)) >= server_major and os.path.exists(os.path.join(d, "pg_dump")):
-                    found.append((int(m.group(1)), d))
-            candidates = [d for _, d in sorted(found)]
-            on_path = shutil.which("pg_dump")
-            if on_path:
-                candidates.append(os.path.dirname(os.path.realpath(on_path)))
-        for d in candidates:
-            major = tool_major(os.path.join(d, "pg_dump"))
-            if major is not None and major >= server_major:
-                self._bin_dir = d
-                return d
-        where = self.settings.bin_dir or "/usr/lib/postgresql/*/bin or PATH"
-        raise PostgresError(f"no pg_dump of major version >= {server_major} found in {where}",
-                            hint=f"install postgresql-client-{server_major} or set postgres.bin_dir")
+        if not self._bin_dir:
+            self._bin_dir = client_bin_dir(self.settings.bin_dir, server_major)
+        return self._bin_dir
 
     def tool(self, name: str, server_major: int) -> str:
         return os.path.join(self.bin_dir(server_major), name)
-
-
-_ARCHIVER_COLUMNS = ("archive_mode", "archive_command", "archive_library", "archived_count", "failed_count",
-                     "last_archived_wal", "last_archived_time", "last_failed_wal", "last_failed_time", "now")
-
-
-def archiver_state(conn) -> Dict[str, Any]:  # type: ignore[no-untyped-def]
-    """The archiving settings and ``pg_stat_archiver`` in one row, with the server's clock as ``now``."""
-    row = conn.execute(
-        "SELECT current_setting('archive_mode'), current_setting('archive_command'),"
-        " coalesce(current_setting('archive_library', true), ''), archived_count, failed_count,"
-        " last_archived_wal, last_archived_time, last_failed_wal, last_failed_time, now()"
-        " FROM pg_stat_archiver").fetchone()
-    return dict(zip(_ARCHIVER_COLUMNS, row))
-
-
-def archiving_off(state: Dict[str, Any]) -> str:
-    """Why a server archives nothing - "archive_mode off", or "archive_command is empty" (neither it nor
-    archive_library set) - or "" when it archives; ``state`` is ``archiver_state``."""
-    if state["archive_mode"] == "off":
-        return "archive_mode off"
-    if not (state["archive_command"] or "").strip() and not (state["archive_library"] or "").strip():
-        return "archive_command is empty"
-    return ""
-
-
-def tool_major(path: str) -> Optional[int]:
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False, timeout=30).stdout
-    except OSError:
-        return None
-    m = re.search(r"(\d+)(?:\.\d+)?", out)
-    return int(m.group(1)) if m else None
-
-
-def tool_version(path: str) -> str:
-    try:
-        return subprocess.run([path, "--version"], capture_output=True, text=True, check=False,
-                              timeout=30).stdout.strip()
-    except OSError:
-        return "unknown"
 
 
 class SnapshotSession:
@@ -230,59 +166,3 @@ def quote_ident_if_needed(name: str) -> str:
     if re.match(r"^[a-z_][a-z0-9_$]*$", name):
         return name
     return '"' + name.replace('"', '""') + '"'
-
-
-class ClientProcess:
-    """A PostgreSQL client tool with its stderr collected (not shown) for the error message."""
-
-    def __init__(self, cmd: List[str], env: Dict[str, str], *, stdin=None, stdout=None):  # type: ignore[no-untyped-def]
-        import threading
-
-        self.cmd = cmd
-        self.name = os.path.basename(cmd[0])
-        try:
-            self.proc = subprocess.Popen(cmd, env=env, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
-        except OSError as exc:
-            raise PostgresError(f"cannot run {cmd[0]}: {exc.strerror}") from None
-        widen(self.proc.stdout if stdout is not None else None)
-        widen(self.proc.stdin if stdin is not None else None)
-        self.stderr_lines: List[str] = []
-        self._reader = threading.Thread(target=self._drain, daemon=True)
-        self._reader.start()
-
-    def _drain(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            line = raw.decode(errors="replace").rstrip()
-            if line:
-                self.stderr_lines.append(line)
-                del self.stderr_lines[:-200]
-
-    @property
-    def stdin(self):  # type: ignore[no-untyped-def]
-        return self.proc.stdin
-
-    @property
-    def stdout(self):  # type: ignore[no-untyped-def]
-        return self.proc.stdout
-
-    def wait(self) -> int:
-        rc = self.proc.wait()
-        self._reader.join(timeout=30)
-        return rc
-
-    def check(self, what: str) -> None:
-        """Raise PostgresError with the tool's own last error line if it failed."""
-        rc = self.wait()
-        if rc != 0:
-            errors = [ln for ln in self.stderr_lines if "error" in ln.lower()] or self.stderr_lines
-            detail = errors[-1] if errors else f"exit code {rc}"
-            hint = None
-            if "role" in detail and "does not exist" in detail:
-                hint = "restore the roles first with --with-globals, or skip ownership with --no-owner"
-            raise PostgresError(f"{self.name} failed for {what}: {detail}", hint=hint)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.wait()

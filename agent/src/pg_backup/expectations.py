@@ -6,7 +6,8 @@ all work); quoted strings compare as text (``''`` inside quotes is one quote); `
 compare with a boolean. A value of the wrong kind (text against a number, NULL against anything but
 ``is null``) never holds: a check that cannot be decided is a failed check, not a passed one.
 
-This module imports nothing from the agent so the configuration validator can use it.
+This module imports nothing from the agent so the configuration validator can use it (it lives
+beside config.py, not in verification/, for that reason); ``verification.checks`` evaluates them.
 """
 from __future__ import annotations
 

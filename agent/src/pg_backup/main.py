@@ -1,0 +1,36 @@
+"""The ``pg-backup`` console script (and ``python -m pg_backup``).
+
+PostgreSQL runs it once per WAL file, so the common wal-push/wal-fetch answers come from the fast
+path (:mod:`pg_backup.wal.fast`) before the CLI -- argparse, YAML, the configuration schema, storage
+and crypto modules: about 100 ms of imports -- is loaded at all. Standard library only until then.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, List, Optional
+
+
+def _exit_on_signal(signum: int, _frame: Any) -> None:
+    os._exit(5)
+
+
+def console_main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "wal-push" in argv or "wal-fetch" in argv:
+        import signal
+
+        from .wal.fast import fast_main
+
+        # Nothing on the fast path writes anything that could be left half done: a signal just ends
+        # the call, with an exit code PostgreSQL treats as an ordinary failure (never >= 128). The
+        # full path installs its own handlers.
+        previous = {sig: signal.signal(sig, _exit_on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        fast = fast_main(argv)
+        if fast is not None:
+            return fast
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    from .cli import main
+
+    return main(argv)
