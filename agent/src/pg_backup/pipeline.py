@@ -166,13 +166,17 @@ def lower_priority(pid: int) -> None:
         pass  # gone already, or not permitted: only an optimisation
 
 
-def verify_stored(storage: Storage, key: str, size: int, sha256: str, *, what: str) -> None:
-    """Re-hash a stored object; raise IntegrityError naming it on any difference."""
+def verify_stored(storage: Storage, key: str, size: int, sha256: str, *, what: str,
+                  on_block: Optional[Callable[[bytes, int], None]] = None) -> None:
+    """Re-hash a stored object; raise IntegrityError naming it on any difference. ``on_block(block,
+    bytes so far)`` sees every block as it is read (e.g. to keep a copy: one read hashes and downloads)."""
     digest = hashlib.sha256()
     seen = 0
     for block in storage.iter_chunks(key, CHUNK):
         digest.update(block)
         seen += len(block)
+        if on_block is not None:
+            on_block(block, seen)
     if seen != size:
         raise IntegrityError(f"{what}: stored size {seen} bytes differs from the manifest's {size}")
     if digest.hexdigest() != sha256:

@@ -18,31 +18,23 @@ from typing import Dict, Iterator, List, Optional, Tuple
 from ..context import Context
 from ..errors import IntegrityError
 from ..manifest import Manifest
-from ..pipeline import CHUNK, iter_plaintext, verify_stored
+from ..pipeline import iter_plaintext, verify_stored
 from ..pipes import widen
 from ..progress import PhaseTimer, Progress, human_bytes
 from ..storage.base import Storage
 from ..storage.local import LocalStorage
 
 
-class _Downloading:
-    """The repository's storage as :func:`verify_stored` reads an object from it, each block also
-    written to ``fd`` (the download directory's copy; -1 for none) and counted for progress, so one
-    read both hashes and downloads."""
-
-    def __init__(self, storage: Storage, fd: int, progress: Progress):
-        self.storage, self.fd, self.progress = storage, fd, progress
-
-    def iter_chunks(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
-        seen = 0
-        for block in self.storage.iter_chunks(key, chunk_size):
-            if self.fd >= 0:
-                view = memoryview(block)
-                while view:
-                    view = view[os.write(self.fd, view):]
-            seen += len(block)
-            self.progress.bytes("download", seen)
-            yield block
+def _keeper(fd: int, progress: Progress):  # type: ignore[no-untyped-def]
+    """What :func:`verify_stored` does with each block besides hashing it: write it to ``fd`` (the
+    download directory's copy; -1 for none) and count it for progress."""
+    def keep(block: bytes, seen: int) -> None:
+        if fd >= 0:
+            view = memoryview(block)
+            while view:
+                view = view[os.write(fd, view):]
+        progress.bytes("download", seen)
+    return keep
 
 
 def _check_objects(ctx: Context, manifest: Manifest, keys: Dict[str, str], spool: Optional[str],
@@ -55,8 +47,7 @@ def _check_objects(ctx: Context, manifest: Manifest, keys: Dict[str, str], spool
         progress.stage(f"{'checking' if spool is None else 'downloading and checking'} {what} ({human_bytes(obj.size)})")
         fd = -1 if spool is None else os.open(os.path.join(spool, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            verify_stored(_Downloading(ctx.storage, fd, progress), key, obj.size, obj.sha256,  # type: ignore[arg-type]
-                          what=what)
+            verify_stored(ctx.storage, key, obj.size, obj.sha256, what=what, on_block=_keeper(fd, progress))
         finally:
             if fd >= 0:
                 os.close(fd)
