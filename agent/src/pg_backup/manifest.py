@@ -13,8 +13,13 @@ from typing import Any, Callable, Dict, List, Optional
 
 from .errors import IntegrityError
 
-MANIFEST_SCHEMA_VERSION = 1
+MANIFEST_SCHEMA_VERSION = 2
+# Manifests of full backups keep schema 1, so agents from before incremental backups still read
+# them; an incremental backup's manifest is schema 2, which those agents refuse ("upgrade pg-backup")
+# instead of restoring an incremental archive as if it were a full one.
+FULL_MANIFEST_SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -76,6 +81,23 @@ class EncryptionInfo:
 
 
 @dataclass
+class ChainInfo:
+    """An incremental physical backup's place in its chain (PostgreSQL 17+ incremental base backups:
+    ``UPLOAD_MANIFEST`` of the parent's ``backup_manifest``, then ``BASE_BACKUP ... INCREMENTAL``).
+
+    ``members`` lists the backups a restore needs before this one, oldest first: ``members[0]`` is
+    the chain's full backup (``root``) and ``members[-1]`` the ``parent``; restoring this backup means
+    combining ``members + [this backup]`` with ``pg_combinebackup``.
+    """
+
+    parent: str                    # backup_id of the backup this one is incremental to
+    root: str                      # backup_id of the chain's full backup
+    members: List[str]             # root .. parent, oldest first (this backup not included)
+    parent_stop_lsn: str           # the parent's stop_lsn: the summaries must cover parent start .. our start
+    depth: int                     # 1 for the first incremental after the full backup
+
+
+@dataclass
 class Manifest:
     backup_id: str
     kind: str                      # "logical" (pg_dump) or "physical" (base backup)
@@ -107,9 +129,15 @@ class Manifest:
     # can start from this backup (time: stop_time < target; xid: next_xid <= target).
     stop_time: Optional[str] = None
     next_xid: Optional[int] = None
+    # Incremental physical backups only: the chain this backup belongs to (None for a full backup).
+    incremental: Optional[ChainInfo] = None
     notes: List[str] = field(default_factory=list)
     extra: Dict[str, Any] = field(default_factory=dict)
-    schema_version: int = MANIFEST_SCHEMA_VERSION
+    schema_version: int = FULL_MANIFEST_SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.incremental is not None:
+            self.schema_version = max(self.schema_version, 2)
 
     @property
     def started(self) -> dt.datetime:
@@ -118,6 +146,14 @@ class Manifest:
     @property
     def finished(self) -> dt.datetime:
         return parse_iso(self.finished_at)
+
+    @property
+    def is_incremental(self) -> bool:
+        return self.incremental is not None
+
+    def chain_ids(self) -> List[str]:
+        """Every backup a restore of this one needs, oldest first, ending with this backup."""
+        return (list(self.incremental.members) if self.incremental else []) + [self.backup_id]
 
     @property
     def stored_bytes(self) -> int:
@@ -161,6 +197,7 @@ class Manifest:
             doc.update(timeline=self.timeline, start_lsn=self.start_lsn, stop_lsn=self.stop_lsn,
                        start_wal=self.start_wal, stop_wal=self.stop_wal, stop_time=self.stop_time,
                        tablespaces=[t.get("name") for t in self.tablespaces])
+            doc["incremental"] = dataclasses.asdict(self.incremental) if self.incremental else None
         return doc
 
     @classmethod
@@ -174,6 +211,8 @@ class Manifest:
             raw["encryption"] = EncryptionInfo(**raw["encryption"])
             raw["objects"] = [StoredObject(**o) for o in raw.get("objects", [])]
             raw["databases"] = [DatabaseInfo(**d) for d in raw.get("databases", [])]
+            if raw.get("incremental") is not None:
+                raw["incremental"] = ChainInfo(**raw["incremental"])
             return cls(**raw)
         except IntegrityError:
             raise
