@@ -218,3 +218,25 @@ class Manifest:
             raise
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise IntegrityError(f"{source} is not a valid manifest ({exc.__class__.__name__}: {exc})") from None
+
+
+# -- chains of incremental physical backups -------------------------------------------------------
+
+def missing_members(manifest: Manifest, known: "set[str] | Dict[str, Any]") -> List[str]:
+    """The members of ``manifest``'s chain that are not among ``known`` backup ids (a broken chain:
+    removed out of band); empty for a full backup."""
+    return [b for b in (manifest.incremental.members if manifest.incremental else []) if b not in known]
+
+
+def dependents(manifests: List[Manifest]) -> Dict[str, List[str]]:
+    """backup_id -> the backups whose restore needs it (every later member of a chain), oldest first."""
+    needed: Dict[str, List[str]] = {}
+    for m in sorted(manifests, key=lambda x: (x.started_at, x.backup_id)):
+        for member in (m.incremental.members if m.incremental else []):
+            needed.setdefault(member, []).append(m.backup_id)
+    return needed
+
+
+def chain_root(manifest: Manifest) -> str:
+    """The full backup a physical backup's chain starts with (the backup itself when it is full)."""
+    return manifest.incremental.root if manifest.incremental else manifest.backup_id

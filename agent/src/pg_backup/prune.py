@@ -6,21 +6,32 @@ from typing import Any, Dict, List
 
 from . import retention
 from .context import Context
+from .manifest import Manifest, chain_root, missing_members
 
 
 def run_prune(ctx: Context, *, dry_run: bool) -> Dict[str, Any]:
     settings = ctx.settings.retention
     now = ctx.clock()
     manifests = ctx.repo.manifests()
-    refs = [retention.BackupRef(m.backup_id, m.kind, m.tier, m.started) for m in manifests]
+    refs = [retention.BackupRef(m.backup_id, m.kind, m.tier, m.started,
+                                tuple(m.incremental.members) if m.incremental else ()) for m in manifests]
     plan = retention.plan(refs, settings, now)
+    by_id = {m.backup_id: m for m in manifests}
     grace = dt.timedelta(hours=settings.incomplete_grace_hours)
     deleted: List[Dict[str, Any]] = []
-    for backup_id, reason in plan.delete.items():
-        ctx.progress.stage(f"{'would delete' if dry_run else 'deleting'} {backup_id}: {reason}")
+    for backup_id in retention.deletion_order(refs, plan.delete):
+        reason = plan.delete[backup_id]
+        ctx.progress.stage(f"{'would delete' if dry_run else 'deleting'} {backup_id}{_chain_text(by_id[backup_id])}: "
+                           f"{reason}")
         if not dry_run:
             ctx.repo.delete_backup(backup_id)
-        deleted.append({"backup_id": backup_id, "reason": reason})
+        deleted.append(dict(_chain_fields(by_id[backup_id]), backup_id=backup_id, reason=reason))
+    broken = [{"backup_id": m.backup_id, "missing": missing_members(m, by_id)} for m in manifests
+              if missing_members(m, by_id)]
+    for b in broken:
+        ctx.progress.warn(f"{b['backup_id']} cannot be restored: its chain lacks {', '.join(b['missing'])} "
+                          f"(removed out of band); prune keeps it by its own tier, 'backup --physical --full' "
+                          f"starts a new chain")
     leftovers: List[Dict[str, Any]] = []
     for left in ctx.repo.leftovers():
         if left.newest and now - left.newest < grace:
@@ -40,8 +51,23 @@ def run_prune(ctx: Context, *, dry_run: bool) -> Dict[str, Any]:
         aborted.append({"key": upload.key, "started_at": upload.started.isoformat()})
     # WAL last: only once the backups this plan deletes are gone (a failure above keeps all WAL).
     wal = prune_wal(ctx, [m for m in manifests if m.backup_id not in plan.delete], now, dry_run=dry_run)
-    return {"dry_run": dry_run, "kept": [{"backup_id": k, "reason": r} for k, r in plan.keep.items()],
-            "deleted": deleted, "incomplete_removed": leftovers, "uploads_aborted": aborted, "wal": wal}
+    return {"dry_run": dry_run, "kept": [dict(_chain_fields(by_id[k]), backup_id=k, reason=r)
+                                         for k, r in plan.keep.items()],
+            "deleted": deleted, "broken_chains": broken, "incomplete_removed": leftovers, "uploads_aborted": aborted,
+            "wal": wal}
+
+
+def _chain_fields(m: Manifest) -> Dict[str, Any]:
+    """Where a backup sits in its chain, for prune's report (physical backups only)."""
+    if m.kind != "physical":
+        return {}
+    return {"chain_root": chain_root(m), "depth": m.incremental.depth if m.incremental else 0}
+
+
+def _chain_text(m: Manifest) -> str:
+    if not m.incremental:
+        return " (full)" if m.kind == "physical" else ""
+    return f" (incremental {m.incremental.depth} of the chain of {m.incremental.root})"
 
 
 def prune_wal(ctx: Context, retained: List[Any], now: dt.datetime, *, dry_run: bool) -> Dict[str, Any]:

@@ -7,13 +7,18 @@ stopped never loses its last backup to the calendar. Physical and logical backup
 same way but separately (per kind); in addition the physical backup that the point-in-time window
 (``retention.wal_hours``) starts from is kept. Ages come from the manifest's start time,
 never from file or object times (which copies, restores and migrations change).
+
+Incremental physical backups: a backup that a retained backup's chain needs (its full backup and the
+incremental ones in between) is kept too, whatever its own tier says; so tiers apply to whole
+chains (a monthly incremental keeps its weekly full as long as the monthly tier keeps it), and a
+chain is only ever cut from its newest end, never in the middle.
 """
 from __future__ import annotations
 
 import calendar
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from .config import RetentionSettings
 
@@ -24,6 +29,7 @@ class BackupRef:
     kind: str
     tier: str
     started: dt.datetime
+    needs: Tuple[str, ...] = ()     # an incremental backup's chain: the backups its restore needs, oldest first
 
 
 @dataclass
@@ -68,7 +74,28 @@ def plan(backups: Iterable[BackupRef], settings: RetentionSettings, now: dt.date
                                           f"started {settings.wal_hours} h or more ago)")
         else:
             result.delete[ref.backup_id] = f"{ref.tier} backup older than {_describe(settings, ref.tier)}"
+    _keep_chains(refs, result)
     return result
+
+
+def _keep_chains(refs: List[BackupRef], result: RetentionPlan) -> None:
+    """Move every backup a kept backup's chain needs from ``delete`` to ``keep`` (newest first, so the
+    reason names the newest backup that needs it)."""
+    for ref in reversed(refs):
+        if ref.backup_id not in result.keep:
+            continue
+        for member in ref.needs:
+            if member in result.delete:
+                del result.delete[member]
+                result.keep[member] = f"needed by {ref.backup_id} (its incremental chain)"
+
+
+def deletion_order(refs: Iterable[BackupRef], doomed: Iterable[str]) -> List[str]:
+    """The backups to delete, newest first: a chain is cut from its end, so an interrupted prune never
+    leaves an incremental backup whose parent is gone."""
+    wanted = set(doomed)
+    return [r.backup_id for r in sorted(refs, key=lambda b: (b.started, b.backup_id), reverse=True)
+            if r.backup_id in wanted]
 
 
 def pitr_window_base(refs: Iterable[BackupRef], settings: RetentionSettings, now: dt.datetime) -> Optional[str]:

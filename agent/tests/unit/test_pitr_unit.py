@@ -9,10 +9,14 @@ from typing import List, Optional
 
 import pytest
 
-from pg_backup import config, physical
+from pg_backup import config
 from pg_backup.context import Context
-from pg_backup.errors import NotFoundError, PostgresError, RefusedError, UsageError
+from pg_backup.errors import ArchivingError, NotFoundError, PostgresError, RefusedError, UsageError
 from pg_backup.manifest import EncryptionInfo, Manifest, StoredObject, iso
+from pg_backup.physical.archiving import check_archiving_configured
+from pg_backup.physical.backup import check_max_rate
+from pg_backup.physical.layout import BASE_OBJECT
+from pg_backup.physical.stream import BaseBackupStream
 from pg_backup.recovery.datadir import (make_tablespace_dirs, parse_tablespace_map, plan_tablespaces, prepare_data_dir,
                                         rewrite_tablespace_map)
 from pg_backup.recovery.settings import BLOCK_BEGIN, conf_quote, server_overrides, write_auto_conf
@@ -111,18 +115,18 @@ def test_wal_range_uses_the_segment_before_the_stop_point():
 
 
 def test_max_rate_outside_what_the_server_accepts_is_refused():
-    assert physical.check_max_rate(0) == 0 and physical.check_max_rate(32) == 32
+    assert check_max_rate(0) == 0 and check_max_rate(32) == 32
     with pytest.raises(UsageError, match="32"):
-        physical.check_max_rate(16)
+        check_max_rate(16)
 
 
 def test_archiving_must_be_configured_before_a_physical_backup():
-    with pytest.raises(physical.ArchivingError, match="archive_mode = off") as off:
-        physical.check_archiving_configured({"archive_mode": "off", "archive_command": "x", "archive_library": ""})
+    with pytest.raises(ArchivingError, match="archive_mode = off") as off:
+        check_archiving_configured({"archive_mode": "off", "archive_command": "x", "archive_library": ""})
     assert off.value.exit_code == 6
-    with pytest.raises(physical.ArchivingError, match="archive_command is empty"):
-        physical.check_archiving_configured({"archive_mode": "on", "archive_command": " ", "archive_library": ""})
-    physical.check_archiving_configured({"archive_mode": "on", "archive_command": "", "archive_library": "x"})
+    with pytest.raises(ArchivingError, match="archive_command is empty"):
+        check_archiving_configured({"archive_mode": "on", "archive_command": " ", "archive_library": ""})
+    check_archiving_configured({"archive_mode": "on", "archive_command": "", "archive_library": "x"})
 
 
 # -- recovery settings and files ----------------------------------------------------------------
@@ -181,7 +185,7 @@ def _manifest(backup_id: str, *, kind: str = "physical", stop: Optional[dt.datet
                     started_at=iso(stop - dt.timedelta(seconds=30)), finished_at=iso(stop),
                     encryption=EncryptionInfo("openpgp", "passphrase", "AES256", "scrypt:x"),
                     compression={"algorithm": "zstd", "level": 1},
-                    objects=[StoredObject(physical.BASE_OBJECT, "base", 1, "0" * 64, 1)],
+                    objects=[StoredObject(BASE_OBJECT, "base", 1, "0" * 64, 1)],
                     timeline=1 if kind == "physical" else None, start_lsn=None, stop_lsn=stop_lsn or None,
                     start_wal=start_wal or None, stop_wal=stop_wal or None,
                     wal_segment_size=SEG if kind == "physical" else None, tablespaces=tablespaces or [],
@@ -222,8 +226,8 @@ def test_tablespace_map_is_rewritten_with_the_restored_locations(tmp_path):
 
 # -- the base backup stream -------------------------------------------------------------------
 
-def _stream(messages: List[bytes]) -> physical.BaseBackupStream:
-    s = object.__new__(physical.BaseBackupStream)
+def _stream(messages: List[bytes]) -> BaseBackupStream:
+    s = object.__new__(BaseBackupStream)
     s.where, s._pending, s._in_archive, s._copy_done = "test", None, False, False
     queue = [memoryview(m) for m in messages]
 

@@ -1,35 +1,132 @@
-"""``list`` and ``show``: the catalog, which is nothing but the repository's manifests."""
+"""``list`` and ``show``: the catalog, which is nothing but the repository's manifests.
+
+Besides each backup's tier, start and key, both show what an operator sizes and restores by (what
+``pgbackrest info`` shows): how long the backup took, the original size against the stored one, the
+WAL and LSN range of a physical backup, and the chains of incremental backups (each incremental
+backup's parent and depth, each chain's total, and a chain whose member is gone).
+"""
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Any, Dict, List, Optional
 
 from ..context import Context
+from ..manifest import Manifest, chain_root, missing_members
 from ..progress import human_bytes
 from . import CommandResult
+
+
+def duration_seconds(m: Manifest) -> float:
+    return round(max(0.0, (m.finished - m.started).total_seconds()), 3)
+
+
+def human_duration(seconds: float) -> str:
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def backup_type(m: Manifest) -> str:
+    if m.kind != "physical":
+        return m.kind
+    return f"incr {m.incremental.depth}" if m.incremental else "full"
+
+
+def chains(manifests: List[Manifest]) -> List[Dict[str, Any]]:
+    """Each chain of physical backups (a full backup and the incremental ones on it), oldest first."""
+    known = {m.backup_id for m in manifests}
+    grouped: Dict[str, List[Manifest]] = {}
+    for m in manifests:
+        if m.kind == "physical":
+            grouped.setdefault(chain_root(m), []).append(m)
+    result = []
+    for root, members in grouped.items():
+        missing = sorted({b for m in members for b in missing_members(m, known)})
+        result.append({"root": root, "backups": [m.backup_id for m in members],
+                       "incremental": sum(1 for m in members if m.incremental),
+                       "stored_bytes": sum(m.stored_bytes for m in members),
+                       "raw_bytes": sum(m.raw_bytes for m in members), "missing": missing})
+    return result
+
+
+def _summary(m: Manifest, known: set) -> Dict[str, Any]:
+    doc = m.summary()
+    doc["duration_seconds"] = duration_seconds(m)
+    if m.kind == "physical":
+        doc["chain_root"] = chain_root(m)
+        doc["missing_members"] = missing_members(m, known)
+    return doc
+
+
+def _physical_detail(m: Manifest, known: set) -> str:
+    wal = f"WAL {m.start_wal} .. {m.stop_wal}, LSN {m.start_lsn} .. {m.stop_lsn}, timeline {m.timeline}"
+    if not m.incremental:
+        return f"    {wal}"
+    missing = missing_members(m, known)
+    broken = f"; BROKEN: {', '.join(missing)} missing" if missing else ""
+    return f"    incremental to {m.incremental.parent} (chain of {m.incremental.root}){broken}; {wal}"
 
 
 def list_backups(ctx: Context, *, tier: Optional[str]) -> CommandResult:
     from ..recovery.window import recoverable_window
 
     every = ctx.repo.manifests()
+    known = {m.backup_id for m in every}
     manifests = [m for m in every if not tier or m.tier == tier]
-    lines = [f"{'BACKUP ID':<38} {'TIER':<8} {'STARTED (UTC)':<20} {'DBS':>3} {'STORED':>10}  KEY"]
+    lines = [f"{'BACKUP ID':<38} {'TYPE':<8} {'TIER':<8} {'STARTED (UTC)':<19} {'TOOK':>7} {'ORIGINAL':>10} "
+             f"{'STORED':>10} {'DBS':>3}  KEY"]
     for m in manifests:
-        lines.append(f"{m.backup_id:<38} {m.tier:<8} {m.started:%Y-%m-%d %H:%M:%S} {len(m.databases):>4} "
-                     f"{human_bytes(m.stored_bytes):>10}  {m.encryption.fingerprint}")
+        lines.append(f"{m.backup_id:<38} {backup_type(m):<8} {m.tier:<8} {m.started:%Y-%m-%d %H:%M:%S} "
+                     f"{human_duration(duration_seconds(m)):>7} {human_bytes(m.raw_bytes):>10} "
+                     f"{human_bytes(m.stored_bytes):>10} {len(m.databases):>3}  {m.encryption.fingerprint}")
+        if m.kind == "physical":
+            lines.append(_physical_detail(m, known))
     if not manifests:
         lines = [f"no backups in {ctx.repo.location}"]
+    found = chains(every)
+    for chain in found:
+        if not chain["incremental"] and not chain["missing"]:
+            continue
+        state = f"; BROKEN: {', '.join(chain['missing'])} missing" if chain["missing"] else ""
+        lines.append(f"chain of {chain['root']}: {len(chain['backups'])} backup(s), {chain['incremental']} "
+                     f"incremental, {human_bytes(chain['raw_bytes'])} read, {human_bytes(chain['stored_bytes'])} "
+                     f"stored{state}")
     window = recoverable_window(ctx, every) if any(m.kind == "physical" for m in every) else None
     if window is not None:
         lines.append(f"point-in-time recovery window: {window.describe()}")
     elif any(m.kind == "physical" for m in every):
         lines.append("point-in-time recovery window: none (no physical backup has its WAL in the archive)")
-    return CommandResult({"repository": ctx.repo.location, "backups": [m.summary() for m in manifests],
-                          "recoverable_window": window.to_dict() if window else None}, lines)
+    return CommandResult({"repository": ctx.repo.location, "backups": [_summary(m, known) for m in manifests],
+                          "chains": found, "recoverable_window": window.to_dict() if window else None}, lines)
+
+
+def describe(m: Manifest, known: set) -> List[str]:
+    """The human summary ``show`` prints above the manifest."""
+    lines = [f"backup {m.backup_id}: {m.kind}" + (f" {backup_type(m)}" if m.kind == "physical" else "")
+             + f", tier {m.tier}, cluster {m.cluster} on {m.hostname}",
+             f"  started {m.started:%Y-%m-%d %H:%M:%S} UTC, took {human_duration(duration_seconds(m))}; PostgreSQL "
+             f"{m.server_version}",
+             f"  original {human_bytes(m.raw_bytes)}, stored {human_bytes(m.stored_bytes)} in {len(m.objects)} "
+             f"object(s), key {m.encryption.fingerprint}"]
+    if m.kind == "physical":
+        lines.append(f"  WAL {m.start_wal} .. {m.stop_wal}, LSN {m.start_lsn} .. {m.stop_lsn}, timeline {m.timeline}")
+    if m.incremental:
+        missing = missing_members(m, known)
+        lines.append(f"  incremental to {m.incremental.parent}, depth {m.incremental.depth}; a restore combines "
+                     f"{' + '.join(m.chain_ids())}")
+        if missing:
+            lines.append(f"  BROKEN chain: {', '.join(missing)} not in the repository; this backup cannot be restored")
+    lines += [f"  note: {n}" for n in m.notes]
+    return lines
 
 
 def show(ctx: Context, *, backup_id: str) -> CommandResult:
     m = ctx.repo.load_manifest(backup_id)
     doc = json.loads(m.to_json())
-    return CommandResult({"manifest": doc}, [json.dumps(doc, indent=2, ensure_ascii=False)])
+    members = m.incremental.members if m.incremental else []
+    known = {b for b in members if ctx.storage.exists(ctx.repo.manifest_key(b))}
+    return CommandResult({"manifest": doc}, describe(m, known) + ["manifest:", json.dumps(doc, indent=2,
+                                                                                         ensure_ascii=False)])

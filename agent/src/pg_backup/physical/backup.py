@@ -1,0 +1,247 @@
+"""``backup --physical``: a full or incremental base backup into the repository.
+
+Each archive the server sends (``base.tar``, one ``<oid>.tar`` per extra tablespace, and PostgreSQL's
+own ``backup_manifest``) goes through the one-pass pipeline (zstd → OpenPGP → SHA-256 → storage) as
+an object of its own; nothing touches the local disk except, on PostgreSQL 17+, a private copy of
+the plaintext ``backup_manifest`` that the next incremental backup uploads (:mod:`.incremental`).
+
+Commit rule: the manifest is written only once the backup's last WAL segment (``stop_wal``) is in
+this repository's WAL archive; a base backup without that segment cannot be made consistent.
+"""
+from __future__ import annotations
+
+import io
+import socket
+from typing import Any, Dict, List, Optional, Tuple
+
+from .. import __version__
+from ..config import TIERS
+from ..context import Context
+from ..crypto import CIPHER
+from ..errors import PostgresError, RefusedError, UsageError
+from ..manifest import DatabaseInfo, EncryptionInfo, Manifest, StoredObject, allocate_backup_id, iso
+from ..pipeline import store_stream
+from ..postgres.archiver import archiver_state
+from ..wal.names import format_lsn, wal_range
+from .archiving import check_archiving_configured, wait_for_wal
+from .config_files import config_archive
+from .incremental import SHA_KEY, Decision, ManifestCopy, decide
+from .layout import BASE_OBJECT, CONFIG_OBJECT, object_for
+from .stream import MIN_INCREMENTAL_MAJOR, MIN_SERVER_MAJOR, BaseBackupStream, TablespaceHeader
+
+MAX_RATE_RANGE = (32, 1048576)  # what the server accepts for MAX_RATE (kB/s)
+
+
+def _server_facts(ctx: Context) -> Dict[str, Any]:
+    with ctx.pg.connect() as conn:
+        state = archiver_state(conn)
+        state["segment_size"] = int(conn.execute(
+            "SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'").fetchone()[0])
+        state["tablespaces"] = {int(r[0]): r[1] for r in conn.execute(
+            "SELECT oid, spcname FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')")}
+        state["checkpoint"] = conn.execute(
+            "SELECT current_setting('checkpoint_timeout'), current_setting('checkpoint_completion_target')").fetchone()
+        state["files"] = dict(zip(("data_directory", "postgresql.conf", "pg_hba.conf", "pg_ident.conf"), conn.execute(
+            "SELECT current_setting('data_directory'), current_setting('config_file'), current_setting('hba_file'),"
+            " current_setting('ident_file')").fetchone()))
+    return state
+
+
+def _after_stop(ctx: Context) -> Tuple[str, int]:
+    """Server time and next transaction id, read after pg_backup_stop: both are upper bounds of the
+    backup's consistency point, which is the safe side for choosing a base backup for a target."""
+    with ctx.pg.connect() as conn:
+        row = conn.execute("SELECT clock_timestamp(), pg_snapshot_xmax(pg_current_snapshot())::text").fetchone()
+    return iso(row[0]), int(row[1])
+
+
+def check_max_rate(value: int) -> int:
+    if value and not MAX_RATE_RANGE[0] <= value <= MAX_RATE_RANGE[1]:
+        raise UsageError(f"physical.max_rate_kib is {value}; PostgreSQL accepts 0 (unthrottled) or "
+                         f"{MAX_RATE_RANGE[0]}..{MAX_RATE_RANGE[1]} kB/s")
+    return value
+
+
+def checkpoint_wait(mode: str, timeout: str, target: str) -> str:
+    """What the backup waits for before the first byte, said before it waits (a spread checkpoint is
+    silent for minutes otherwise)."""
+    if mode == "fast":
+        return "waiting for the server's fast checkpoint"
+    return (f"waiting for the server's spread checkpoint (up to checkpoint_timeout {timeout} x "
+            f"checkpoint_completion_target {target}; physical.checkpoint: fast starts at once)")
+
+
+def _start(ctx: Context, backup_id: str, decision: Decision, max_rate: int
+           ) -> Tuple[BaseBackupStream, int, int, List[TablespaceHeader], Decision]:
+    """Open the replication connection and start the base backup: incremental when ``decision`` says
+    so (``UPLOAD_MANIFEST`` first). When the server itself refuses the incremental one (its summaries
+    went away since they were checked), ``auto`` starts a full backup instead and ``always`` refuses."""
+    settings = ctx.settings
+    fast = settings.physical.checkpoint == "fast"
+    stream = BaseBackupStream(settings.postgres, application_name=f"pg-backup {backup_id}")
+    try:
+        if decision.incremental:
+            try:
+                with open(decision.manifest_path or "", "rb") as fh:
+                    stream.upload_manifest(fh)
+                start = stream.start(f"pg-backup {backup_id}", fast=fast, max_rate_kib=max_rate, incremental=True)
+                return (stream, *start, decision)
+            except PostgresError as exc:
+                stream.close()
+                if decision.mode == "always":
+                    raise UsageError(f"cannot take an incremental backup: the server refused it: {exc.message}",
+                                     hint="take a full backup (backup --physical --full)") from None
+                decision.cleanup()
+                decision = Decision(decision.mode, reason=f"the server refused an incremental backup to "
+                                                          f"{decision.parent.backup_id}: {exc.message}")  # type: ignore[union-attr]
+                ctx.progress.warn(f"{decision.reason}; taking a full backup instead")
+                stream = BaseBackupStream(settings.postgres, application_name=f"pg-backup {backup_id}")
+        return (stream, *stream.start(f"pg-backup {backup_id}", fast=fast, max_rate_kib=max_rate), decision)
+    except BaseException:
+        stream.close()
+        raise
+
+
+def run_physical_backup(ctx: Context, tier: str, mode: str = "never") -> Manifest:
+    """A physical backup of ``tier``; ``mode`` (never, auto, always) says whether it may be incremental."""
+    from ..backup import warm_up_sql_driver
+
+    settings = ctx.settings
+    if tier not in TIERS:
+        raise UsageError(f"unknown tier {tier!r}; use daily, weekly or monthly")
+    max_rate = check_max_rate(settings.physical.max_rate_kib)
+    progress = ctx.progress
+    warm_up_sql_driver()
+    fingerprint = ctx.gpg.encryption_fingerprint()
+    ctx.storage.check()
+    info = ctx.pg.server_info()
+    if info.major < MIN_SERVER_MAJOR:
+        raise UsageError(f"physical backups need PostgreSQL {MIN_SERVER_MAJOR} or newer; the server at "
+                         f"{settings.postgres.host}:{settings.postgres.port} runs {info.version}",
+                         hint="use logical backups (backup --tier ...) for this server")
+    if info.in_recovery:
+        raise RefusedError(f"the server at {settings.postgres.host}:{settings.postgres.port} is a standby; physical "
+                           f"backups are taken on the primary", hint="run it there, or pass --skip-if-standby")
+    facts = _server_facts(ctx)
+    check_archiving_configured(facts)
+    decision = decide(ctx, mode, info.major, info.version, info.system_identifier,
+                      ctx.repo.manifests() if mode != "never" else [])
+    archive = ctx.wal_archive
+    databases = ctx.pg.databases()
+
+    started = ctx.clock()
+    backup_id = allocate_backup_id(ctx.repo.exists, started, "physical", tier)
+    checkpoint = settings.physical.checkpoint
+    what = f"incremental to {decision.parent.backup_id}" if decision.parent else "base backup"
+    progress.stage(f"backup {backup_id}: {what} of PostgreSQL {info.version} to {ctx.repo.location} "
+                   f"({checkpoint} checkpoint)")
+    if decision.reason:
+        progress.stage(f"full backup: {decision.reason}")
+    progress.stage(checkpoint_wait(checkpoint, *facts["checkpoint"]))
+    options = ctx.put_options(tier, "physical")
+    level, threads = settings.compression.level, settings.compression.threads
+    objects: List[StoredObject] = []
+    tablespaces: List[Dict[str, Any]] = []
+    server_started = facts["now"]
+    copy = ManifestCopy(ctx, backup_id, keep_copy=info.major >= MIN_INCREMENTAL_MAJOR)
+    try:
+        stream, start_lsn, timeline, heads, decision = _start(ctx, backup_id, decision, max_rate)
+        try:
+            locations = {h.oid: h.location for h in heads}
+            progress.stage(f"checkpoint done: WAL from {format_lsn(start_lsn)} on timeline {timeline}; "
+                           f"{len(heads)} extra tablespace(s)")
+            while True:
+                head = stream.next_archive()
+                if head is None:
+                    break
+                name, role, oid = object_for(head[0])
+                progress.stage(f"storing {name}" + (f" (tablespace {facts['tablespaces'].get(oid, oid)} at "
+                                                    f"{locations.get(oid)})" if oid is not None else ""))
+                source: Any = copy.reader(stream) if role == "backup_manifest" else stream
+                result = store_stream(source, ctx.storage, ctx.repo.object_key(backup_id, name), ctx.gpg,
+                                      what=f"{backup_id}/{name}", level=level, threads=threads, options=options,
+                                      progress=progress.bytes)
+                objects.append(StoredObject(name, role, result.size, result.sha256, result.raw_size))
+                if oid is not None:
+                    tablespaces.append({"oid": oid, "name": facts["tablespaces"].get(oid), "object": name,
+                                        "location": head[1] or locations.get(oid)})
+            stop_lsn, stop_timeline = stream.finish()
+        finally:
+            stream.close()
+        manifest = _finish(ctx, backup_id, tier, started, info, fingerprint, facts, decision, objects, tablespaces,
+                           databases, start_lsn, timeline, stop_lsn, stop_timeline, heads, copy, options, archive,
+                           server_started)
+        kept = copy.keep()
+        if kept:
+            progress.stage(f"kept the backup_manifest of {backup_id} for the next incremental backup ({kept})")
+        return manifest
+    finally:
+        copy.discard()
+        decision.cleanup()
+
+
+def _finish(ctx: Context, backup_id: str, tier: str, started: Any, info: Any, fingerprint: str,
+            facts: Dict[str, Any], decision: Decision, objects: List[StoredObject], tablespaces: List[Dict[str, Any]],
+            databases: Any, start_lsn: int, timeline: int, stop_lsn: int, stop_timeline: int,
+            heads: List[TablespaceHeader], copy: ManifestCopy, options: Any, archive: Any,
+            server_started: Any) -> Manifest:
+    """After the stream: the configuration files, the WAL wait and the manifest (the commit)."""
+    settings, progress = ctx.settings, ctx.progress
+    level, threads = settings.compression.level, settings.compression.threads
+    roles = [o.role for o in objects]
+    if roles.count("base") != 1 or roles.count("backup_manifest") != 1 or len(tablespaces) != len(heads):
+        raise PostgresError(f"base backup of {backup_id} is incomplete: the server sent {', '.join(roles) or 'nothing'}"
+                            f" for {len(heads)} extra tablespace(s)")
+    checkpoint = settings.physical.checkpoint
+    notes = [f"base backup {checkpoint} checkpoint"]
+    chain = decision.chain() if decision.incremental else None
+    if chain is not None:
+        notes.append(f"incremental to {chain.parent} (depth {chain.depth} of the chain of {chain.root}): restore "
+                     f"combines {', '.join(chain.members)} and this backup with pg_combinebackup")
+    elif decision.reason:
+        notes.append(f"full backup although an incremental one was asked for ({decision.mode}): {decision.reason}")
+    config_tar, config_files = config_archive(facts["files"], notes)
+    if config_tar is not None:
+        progress.stage(f"storing {CONFIG_OBJECT} ({', '.join(sorted(config_files))}: they live outside the data "
+                       f"directory)")
+        res = store_stream(io.BytesIO(config_tar), ctx.storage, ctx.repo.object_key(backup_id, CONFIG_OBJECT),
+                           ctx.gpg, what=f"{backup_id}/{CONFIG_OBJECT}", level=level, threads=threads, options=options)
+        objects.append(StoredObject(CONFIG_OBJECT, "config", res.size, res.sha256, res.raw_size))
+    stop_time, next_xid = _after_stop(ctx)
+    segment_size = facts["segment_size"]
+    start_wal, stop_wal = wal_range(start_lsn, timeline, stop_lsn, stop_timeline, segment_size)
+    wait_for_wal(ctx, archive, stop_wal, settings.physical.wal_wait_seconds, since=server_started)
+    extra: Dict[str, Any] = {SHA_KEY: copy.sha256}
+    if config_files:
+        extra["config_files"] = config_files
+    if decision.reason:
+        extra["full_reason"] = decision.reason
+    manifest = Manifest(
+        backup_id=backup_id, kind="physical", tier=tier, cluster=ctx.cluster, hostname=socket.gethostname(),
+        agent_version=__version__, server_version=info.version, server_version_num=info.version_num,
+        system_identifier=info.system_identifier, started_at=iso(started), finished_at=iso(ctx.clock()),
+        encryption=EncryptionInfo("openpgp", settings.encryption.mode, CIPHER, fingerprint),
+        compression={"algorithm": "zstd", "level": level}, objects=objects,
+        databases=[DatabaseInfo(d.name, BASE_OBJECT, d.encoding, d.collate, d.ctype, d.owner, d.size_bytes)
+                   for d in databases],
+        timeline=timeline, start_lsn=format_lsn(start_lsn), stop_lsn=format_lsn(stop_lsn), start_wal=start_wal,
+        stop_wal=stop_wal, wal_segment_size=segment_size, tablespaces=sorted(tablespaces, key=lambda t: t["oid"]),
+        stop_time=stop_time, next_xid=next_xid, incremental=chain,
+        notes=notes + [f"WAL {start_wal} .. {stop_wal} archived"], extra=extra)
+    ctx.repo.commit_manifest(manifest, options)
+    kind = f"incremental (depth {chain.depth}, parent {chain.parent})" if chain else "full"
+    progress.stage(f"backup {backup_id} complete: {kind}, {len(objects)} object(s), WAL {start_wal} .. {stop_wal}")
+    return manifest
+
+
+def describe_kind(m: Manifest) -> str:
+    """"full" or "incremental to <parent> (depth N)" for messages."""
+    if m.incremental is None:
+        return "full"
+    return f"incremental to {m.incremental.parent} (depth {m.incremental.depth})"
+
+
+def full_reason(m: Manifest) -> Optional[str]:
+    """Why a backup that was asked to be incremental is full (None otherwise)."""
+    reason = m.extra.get("full_reason")
+    return str(reason) if reason else None
