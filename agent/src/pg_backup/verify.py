@@ -14,7 +14,7 @@ from .context import Context
 from .errors import IntegrityError, NotFoundError, PgBackupError
 from .manifest import Manifest, StoredObject
 from .pipeline import copy_plaintext_to, drain, iter_plaintext, verify_stored
-from .postgres.tools import ClientProcess, major_bin_dirs, same_major_dir
+from .postgres.tools import ClientProcess, same_major_tool
 from .progress import PhaseTimer
 
 
@@ -61,21 +61,41 @@ def verify_backup(ctx: Context, manifest: Manifest, *, deep: bool) -> Dict[str, 
             ctx.progress.warn(str(exc))
         results.append(entry)
     report = {"backup_id": manifest.backup_id, "deep": deep, "ok": True, "objects": results}
+    if manifest.is_incremental:
+        report["chain"] = _check_chain(ctx, manifest, results)
     if deep and physical:
         if all(r["ok"] for r in results):
             report["pg_verifybackup"] = verify_physical_deep(ctx, manifest, results)
         else:
-            report["pg_verifybackup"] = {"ran": False, "detail": "skipped: a stored object does not match the manifest"}
+            report["pg_verifybackup"] = {"ran": False, "detail": "skipped: a stored object does not match the "
+                                                                  "manifest, or the chain is incomplete"}
     report["ok"] = all(r["ok"] for r in results)
     return report
 
 
+def _check_chain(ctx: Context, manifest: Manifest, results: List[Dict[str, Any]]) -> List[str]:
+    """An incremental backup restores only with its whole chain: a missing or inconsistent member
+    fails the verification (a ``chain`` entry among the objects). Returns the chain's ids."""
+    from .recovery.chain import load_chain
+
+    try:
+        return [m.backup_id for m in load_chain(ctx, manifest)]
+    except PgBackupError as exc:
+        results.append({"object": "chain", "size": 0, "sha256": "", "ok": False, "error": exc.message})
+        ctx.progress.warn(exc.message)
+        return manifest.chain_ids()
+
+
 def _verifybackup_binary(ctx: Context, major: int) -> Tuple[Optional[str], bool]:
     """(pg_verifybackup, can parse this major's WAL): the same major's tool parses its WAL (pg_waldump
-    beside it); a newer one can still check the files against the manifest."""
-    d = same_major_dir(major_bin_dirs(ctx.settings.postgres.bin_dir, major), major, "pg_verifybackup")
-    if d:
-        return os.path.join(d, "pg_verifybackup"), os.path.exists(os.path.join(d, "pg_waldump"))
+    beside it); a newer one can still check the files of a 15 or 16 backup against the manifest, but
+    not of a 17+ one (its backup_manifest names the system identifier, which a newer major's tool
+    reads from a pg_control whose layout it does not know: README, PostgreSQL versions)."""
+    path = same_major_tool(ctx.settings.postgres, major, "pg_verifybackup")
+    if path:
+        return path, os.path.exists(os.path.join(os.path.dirname(path), "pg_waldump"))
+    if major >= 17:
+        return None, False
     try:
         path = ctx.pg.tool("pg_verifybackup", major)
         return (path, False) if os.path.exists(path) else (None, False)
@@ -86,9 +106,11 @@ def _verifybackup_binary(ctx: Context, major: int) -> Tuple[Optional[str], bool]
 def verify_physical_deep(ctx: Context, manifest: Manifest, results: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Decrypt and extract the base backup into a private 0700 scratch directory, fetch the WAL it
     needs from the archive, and let pg_verifybackup check every file (and parse that WAL) against
-    PostgreSQL's own backup_manifest. The scratch directory is removed afterwards, whatever happened."""
-    from .physical import BACKUP_MANIFEST_OBJECT, BASE_OBJECT
-    from .recovery.archives import extract_archive
+    PostgreSQL's own backup_manifest. An incremental backup: every member of its chain is checked and
+    extracted, pg_verifybackup checks each member against its own backup_manifest, then the chain is
+    combined (pg_combinebackup) and the combined data directory is checked like a full backup. The
+    scratch directory is removed afterwards, whatever happened."""
+    from .physical.layout import BASE_OBJECT
 
     major = manifest.server_version_num // 10000
     tool, parses_wal = _verifybackup_binary(ctx, major)
@@ -102,27 +124,13 @@ def verify_physical_deep(ctx: Context, manifest: Manifest, results: List[Dict[st
     data_dir, wal_dir = os.path.join(scratch, "data"), os.path.join(scratch, "wal")
     outcome: Dict[str, Any] = {"ran": False, "wal": "not parsed"}
     try:
-        os.mkdir(data_dir, 0o700)
         os.mkdir(wal_dir, 0o700)
-        timer, storage = PhaseTimer(), ctx.storage
-        key = lambda name: ctx.repo.object_key(manifest.backup_id, name)  # noqa: E731
         ctx.progress.stage(f"verifying {manifest.backup_id} (deep): extracting into private directory {scratch}")
-        extract_archive(ctx, storage, key(BASE_OBJECT), manifest, BASE_OBJECT, data_dir, timer, ctx.progress)
-        for ts in manifest.tablespaces:
-            dest = os.path.join(data_dir, "pg_tblspc", str(ts["oid"]))
-            os.makedirs(dest, mode=0o700, exist_ok=True)
-            extract_archive(ctx, storage, key(ts["object"]), manifest, ts["object"], dest, timer, ctx.progress)
-        for other in (o for o in manifest.objects if o.role == "config"):
-            size = drain(iter_plaintext(ctx.storage, key(other.name), ctx.gpg, manifest.encryption.fingerprint,
-                                        what=f"{manifest.backup_id}/{other.name}", expected_sha256=other.sha256))
-            if size != other.raw_size:
-                raise IntegrityError(f"{manifest.backup_id}/{other.name}: decompressed to {size} bytes, the manifest "
-                                     f"says {other.raw_size}")
-        obj = manifest.object_named(BACKUP_MANIFEST_OBJECT)
-        fd = os.open(os.path.join(data_dir, "backup_manifest"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        copy_plaintext_to(iter_plaintext(ctx.storage, key(obj.name), ctx.gpg, manifest.encryption.fingerprint,
-                                         what=f"{manifest.backup_id}/{obj.name}", expected_sha256=obj.sha256),
-                          os.fdopen(fd, "wb"))
+        if manifest.is_incremental:
+            _combine_for_verify(ctx, manifest, tool, scratch, data_dir, outcome)
+        else:
+            os.mkdir(data_dir, 0o700)
+            _extract_for_verify(ctx, manifest, data_dir)
         cmd = [tool, "--quiet"]
         if parses_wal:
             missing = _fetch_backup_wal(ctx, manifest, wal_dir)
@@ -136,21 +144,72 @@ def verify_physical_deep(ctx: Context, manifest: Manifest, results: List[Dict[st
             outcome["wal"] = f"not parsed: no pg_waldump {major} beside {tool}"
             cmd.append("--no-parse-wal")
         ctx.progress.stage(f"verifying {manifest.backup_id} (deep): pg_verifybackup, WAL {outcome['wal']}")
-        proc = subprocess.run(cmd + [data_dir], capture_output=True, text=True, errors="replace", check=False,
-                              env=ctx.pg.env())
-        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-        outcome.update(ran=True, ok=proc.returncode == 0, detail=lines[-5:])
-        if proc.returncode != 0:
-            problem = f"{manifest.backup_id}: pg_verifybackup found problems: {'; '.join(lines[:3]) or proc.returncode}"
+        problems = _run_verifybackup(ctx, cmd, data_dir)
+        outcome.update(ran=True, ok=not problems, detail=problems[-5:])
+        if problems:
+            problem = f"{manifest.backup_id}: pg_verifybackup found problems: {'; '.join(problems[:3])}"
             entry.update(ok=False, error=problem)
             ctx.progress.warn(problem)
-    except IntegrityError as exc:
+    except PgBackupError as exc:
+        # A member missing, a tampered one, pg_combinebackup refusing the chain: it cannot be restored.
         entry.update(ok=False, error=str(exc))
         ctx.progress.warn(str(exc))
         outcome["detail"] = str(exc)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return outcome
+
+
+def _run_verifybackup(ctx: Context, cmd: List[str], data_dir: str) -> List[str]:
+    """pg_verifybackup's output lines when it found problems, [] when it passed."""
+    proc = subprocess.run(cmd + [data_dir], capture_output=True, text=True, errors="replace", check=False,
+                          env=ctx.pg.env())
+    lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+    return [] if proc.returncode == 0 else (lines or [f"exit code {proc.returncode}"])
+
+
+def _extract_for_verify(ctx: Context, manifest: Manifest, data_dir: str) -> None:
+    from .physical.layout import BACKUP_MANIFEST_OBJECT, BASE_OBJECT
+    from .recovery.archives import extract_archive
+
+    timer, storage = PhaseTimer(), ctx.storage
+    key = lambda name: ctx.repo.object_key(manifest.backup_id, name)  # noqa: E731
+    extract_archive(ctx, storage, key(BASE_OBJECT), manifest, BASE_OBJECT, data_dir, timer, ctx.progress)
+    for ts in manifest.tablespaces:
+        dest = os.path.join(data_dir, "pg_tblspc", str(ts["oid"]))
+        os.makedirs(dest, mode=0o700, exist_ok=True)
+        extract_archive(ctx, storage, key(ts["object"]), manifest, ts["object"], dest, timer, ctx.progress)
+    for other in (o for o in manifest.objects if o.role == "config"):
+        size = drain(iter_plaintext(ctx.storage, key(other.name), ctx.gpg, manifest.encryption.fingerprint,
+                                    what=f"{manifest.backup_id}/{other.name}", expected_sha256=other.sha256))
+        if size != other.raw_size:
+            raise IntegrityError(f"{manifest.backup_id}/{other.name}: decompressed to {size} bytes, the manifest "
+                                 f"says {other.raw_size}")
+    obj = manifest.object_named(BACKUP_MANIFEST_OBJECT)
+    fd = os.open(os.path.join(data_dir, "backup_manifest"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    copy_plaintext_to(iter_plaintext(ctx.storage, key(obj.name), ctx.gpg, manifest.encryption.fingerprint,
+                                     what=f"{manifest.backup_id}/{obj.name}", expected_sha256=obj.sha256),
+                      os.fdopen(fd, "wb"))
+
+
+def _combine_for_verify(ctx: Context, manifest: Manifest, tool: str, scratch: str, data_dir: str,
+                        outcome: Dict[str, Any]) -> None:
+    """Check and extract every member of the chain, let pg_verifybackup check each one against its
+    own backup_manifest, then combine them into ``data_dir`` (with a backup_manifest of the result)."""
+    from .recovery.chain import load_chain
+    from .recovery.combine import combine_chain
+
+    chain = load_chain(ctx, manifest)
+    outcome["chain"] = [m.backup_id for m in chain]
+    work = os.path.join(scratch, "chain")
+    os.mkdir(work, 0o700)
+    combine_chain(ctx, chain, work, data_dir, timer=PhaseTimer(), progress=ctx.progress, write_manifest=True)
+    for n, m in enumerate(chain):
+        problems = _run_verifybackup(ctx, [tool, "--quiet", "--no-parse-wal"], os.path.join(work, f"member-{n}"))
+        if problems:
+            raise IntegrityError(f"{m.backup_id} (member {n + 1} of the chain of {manifest.backup_id}): "
+                                 f"pg_verifybackup found problems: {'; '.join(problems[:3])}")
+    outcome["members_verified"] = len(chain)
 
 
 def _fetch_backup_wal(ctx: Context, manifest: Manifest, wal_dir: str) -> Optional[str]:

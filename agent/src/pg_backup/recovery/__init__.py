@@ -9,7 +9,13 @@ The package, by layer:
   :class:`~.window.Window`, the choice of base backup, ``OutsideWindow`` (exit 7);
 - ``datadir``: the data directory (checked, moved aside, never deleted) and its tablespaces;
 - ``archives``: the backup's objects checked (``pipeline.verify_stored``), downloaded when they are
-  not local files, then decrypted and extracted (``extract_archive``, also used by deep verify);
+  not local files, then decrypted and extracted (``extract_archive``, also used by deep verify), a
+  few at a time in parallel;
+- ``chain``: an incremental backup's chain from the manifests (``load_chain``, ``chain_problem``);
+- ``combine``: every member of a chain checked and extracted, then ``pg_combinebackup``
+  (``combine_chain``, also used by deep verify);
+- ``restore_files``: the files of a recovery in place: a full backup extracted, or a chain combined
+  beside the data directory and renamed into place (the data directory is untouched until then);
 - ``settings``: the recovery settings in ``postgresql.auto.conf`` and the configuration
   restore_command (``pg-backup wal-fetch``) reads;
 - ``server``: the recovered server's log, a client for it, waiting for the promotion (starting and

@@ -1,9 +1,11 @@
-"""A base backup's objects on the way into a data directory: checked, then decrypted and extracted.
+"""A backup's objects on the way into a data directory: checked, then decrypted and extracted.
 
 Every object's SHA-256 is checked (by :func:`pg_backup.pipeline.verify_stored`) before anything is
-decrypted. Objects the storage keeps as local files are hashed in place; others (S3) are written into
-a private download directory beside the data directory while they are hashed (one download,
-ciphertext only), and extracted from there.
+decrypted, and the objects of every backup a restore needs (one full backup, or each member of an
+incremental chain) are checked before any of them is extracted. Objects the storage keeps as local
+files are hashed in place; others (S3) are written into a private download directory while they are
+hashed (one download, ciphertext only), and extracted from there. Checking and extracting run in
+parallel, a few objects at a time (:data:`RESTORE_WORKERS`).
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ import shutil
 import subprocess
 import tempfile
 import time
-from typing import Dict, Iterator, List, Optional, Tuple
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 from ..context import Context
 from ..errors import IntegrityError
@@ -23,6 +27,30 @@ from ..pipes import widen
 from ..progress import PhaseTimer, Progress, human_bytes
 from ..storage.base import Storage
 from ..storage.local import LocalStorage
+
+#: Objects downloaded and checked, or decrypted and extracted, at the same time. Each extraction is
+#: a gpg, a zstd stream and a tar, so a few keep a small host busy without starving the server.
+RESTORE_WORKERS = 4
+
+T = TypeVar("T")
+
+
+def run_parallel(jobs: Sequence[Callable[[], T]], workers: int = RESTORE_WORKERS) -> List[T]:
+    """Run ``jobs`` on up to ``workers`` threads; results in job order. On the first failure the jobs
+    not started yet are cancelled, the running ones end, and that first failure is raised: no thread
+    outlives the call."""
+    if len(jobs) <= 1 or workers <= 1:
+        return [job() for job in jobs]
+    with ThreadPoolExecutor(max_workers=min(workers, len(jobs)), thread_name_prefix="pgb-restore") as pool:
+        futures = [pool.submit(job) for job in jobs]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in futures if f in done and f.exception() is not None]
+        if failed:
+            for f in futures:
+                f.cancel()
+    if failed:
+        raise failed[0].exception()  # type: ignore[misc]
+    return [f.result() for f in futures]
 
 
 def _keeper(fd: int, progress: Progress):  # type: ignore[no-untyped-def]
@@ -37,42 +65,87 @@ def _keeper(fd: int, progress: Progress):  # type: ignore[no-untyped-def]
     return keep
 
 
-def _check_objects(ctx: Context, manifest: Manifest, keys: Dict[str, str], spool: Optional[str],
-                   progress: Progress) -> Tuple[Storage, Dict[str, str]]:
-    ctx.storage.make_readable(list(keys.values()),
-                              progress=lambda d, t, m: progress.note(f"archived objects: {d}/{t} readable ({m})"))
-    for name, key in keys.items():
-        obj = manifest.object_named(name)
-        what = f"{manifest.backup_id}/{name}"
-        progress.stage(f"{'checking' if spool is None else 'downloading and checking'} {what} ({human_bytes(obj.size)})")
-        fd = -1 if spool is None else os.open(os.path.join(spool, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            verify_stored(ctx.storage, key, obj.size, obj.sha256, what=what, on_block=_keeper(fd, progress))
-        finally:
-            if fd >= 0:
-                os.close(fd)
+@dataclass
+class Checked:
+    """Where each checked object can be read from: {(backup id, object name): (storage, key)}."""
+
+    where: Dict[Tuple[str, str], Tuple[Storage, str]]
+
+    def source(self, manifest: Manifest, name: str) -> Tuple[Storage, str]:
+        return self.where[(manifest.backup_id, name)]
+
+
+def _check_one(ctx: Context, manifest: Manifest, name: str, key: str, spool: Optional[str],
+               progress: Progress) -> Tuple[Storage, str]:
+    obj = manifest.object_named(name)
+    what = f"{manifest.backup_id}/{name}"
+    progress.stage(f"{'checking' if spool is None else 'downloading and checking'} {what} ({human_bytes(obj.size)})")
     if spool is None:
-        return ctx.storage, keys
-    return LocalStorage(spool), {n: n for n in keys}
+        verify_stored(ctx.storage, key, obj.size, obj.sha256, what=what, on_block=_keeper(-1, progress))
+        return ctx.storage, key
+    local = f"{manifest.backup_id}/{name}"
+    os.makedirs(os.path.join(spool, manifest.backup_id), mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(spool, local), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        verify_stored(ctx.storage, key, obj.size, obj.sha256, what=what, on_block=_keeper(fd, progress))
+    finally:
+        os.close(fd)
+    return LocalStorage(spool), local
 
 
 @contextlib.contextmanager
-def checked_objects(ctx: Context, manifest: Manifest, names: List[str], data_dir: str, timer: PhaseTimer,
-                    progress: Progress) -> Iterator[Tuple[Storage, Dict[str, str]]]:
-    """Check the named objects of ``manifest`` (the ``download`` phase), then yield (storage, {object
-    name: key}) to extract them from. A download directory is removed when the block ends."""
-    keys = {n: ctx.repo.object_key(manifest.backup_id, n) for n in names}
+def checked_objects(ctx: Context, wanted: Sequence[Tuple[Manifest, str]], spool_parent: str, spool_prefix: str,
+                    timer: PhaseTimer, progress: Progress) -> Iterator[Checked]:
+    """Check every (manifest, object name) of ``wanted`` in parallel (the ``download`` phase), then
+    yield where to extract each from. Objects that are not local files are downloaded into a private
+    directory created in ``spool_parent``, removed when the block ends. Any mismatch raises
+    IntegrityError (exit 4) before the block is entered: nothing has been decrypted or extracted."""
+    keys = [(m, n, ctx.repo.object_key(m.backup_id, n)) for m, n in wanted]
     spool = None
-    if any(ctx.storage.local_path(k) is None for k in keys.values()):
-        spool = tempfile.mkdtemp(prefix=f".{os.path.basename(data_dir)}.pgb-download-", dir=os.path.dirname(data_dir))
+    if any(ctx.storage.local_path(k) is None for _, _, k in keys):
+        spool = tempfile.mkdtemp(prefix=spool_prefix, dir=spool_parent)
     try:
         t0 = time.monotonic()
-        checked = _check_objects(ctx, manifest, keys, spool, progress)
+        ctx.storage.make_readable([k for _, _, k in keys],
+                                  progress=lambda d, t, m: progress.note(f"archived objects: {d}/{t} readable ({m})"))
+        found = run_parallel([lambda m=m, n=n, k=k: _check_one(ctx, m, n, k, spool, progress)  # type: ignore[misc]
+                              for m, n, k in keys])
         timer.add("download", time.monotonic() - t0)
-        yield checked
+        yield Checked({(m.backup_id, n): where for (m, n, _), where in zip(keys, found)})
     finally:
         if spool:
             shutil.rmtree(spool, ignore_errors=True)
+
+
+@dataclass
+class Extraction:
+    """One archive to decrypt, decompress and untar into ``dest``."""
+
+    manifest: Manifest
+    name: str
+    dest: str
+
+
+def extract_all(ctx: Context, checked: Checked, jobs: Sequence[Extraction], timer: PhaseTimer,
+                progress: Progress) -> int:
+    """Extract every archive of ``jobs`` in parallel; returns the bytes extracted. The phases
+    (``decrypt_decompress``, ``extract``) are each job's share, scaled so they add up to the wall
+    time of the whole step."""
+    t0 = time.monotonic()
+    timers = [PhaseTimer() for _ in jobs]
+
+    def job(i: int) -> int:
+        storage, key = checked.source(jobs[i].manifest, jobs[i].name)
+        return extract_archive(ctx, storage, key, jobs[i].manifest, jobs[i].name, jobs[i].dest, timers[i], progress)
+
+    total = sum(run_parallel([lambda i=i: job(i) for i in range(len(jobs))]))  # type: ignore[misc]
+    wall = time.monotonic() - t0
+    spent = sum(sum(t.phases.values()) for t in timers)
+    scale = wall / spent if spent > 0 else 0.0
+    for t in timers:
+        for phase, seconds in t.phases.items():
+            timer.add(phase, seconds * scale)
+    return total
 
 
 def extract_archive(ctx: Context, storage: Storage, key: str, manifest: Manifest, name: str, dest: str,

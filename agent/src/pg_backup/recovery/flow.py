@@ -3,30 +3,30 @@
 Choose the newest base backup that ended before the target, check its objects' SHA-256 (downloading
 them from S3 into a private directory first, so nothing is decrypted from an unchecked object), move
 an existing data directory aside (never delete), decrypt and extract the base and tablespace
-archives, write ``recovery.signal`` and the recovery settings into ``postgresql.auto.conf``, start
-the server, wait for the promotion and report the point reached. After the promotion the
-recovery-only settings are taken out of ``postgresql.auto.conf`` again.
+archives (an incremental backup: every member of its chain checked, extracted and combined with
+pg_combinebackup beside the data directory, then renamed into place), write ``recovery.signal`` and
+the recovery settings into ``postgresql.auto.conf``, start the server, wait for the promotion and
+report the point reached. After the promotion the recovery-only settings are taken out of
+``postgresql.auto.conf`` again.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from ..context import Context
+from ..erasure.replay import not_started_note, reapply_after_recovery
 from ..errors import PgBackupError, PostgresError, RefusedError
 from ..manifest import Manifest
-from ..physical import BASE_OBJECT
 from ..postgres.server import socket_dir_for, start_server, stop_server
 from ..postgres.tools import server_bin_dir
 from ..progress import PhaseTimer, Progress
-from .archives import checked_objects, extract_archive
-from .datadir import (check_data_dir, make_tablespace_dirs, plan_tablespaces, prepare_data_dir,
-                      remove_stale_server_files, rewrite_tablespace_map)
-from .server import log_path, log_stop_record, wait_for_promotion
-from .settings import (adopt_config, finish_config, recovery_settings, server_overrides, write_auto_conf,
-                       write_recovery_config)
+from .datadir import check_data_dir, plan_tablespaces, remove_stale_server_files, rewrite_tablespace_map
+from .restore_files import restore_backup_files
+from .server import log_path, log_stop_record, scratch_postgres, wait_for_promotion
+from .settings import finish_config, recovery_settings, server_overrides, write_auto_conf, write_recovery_config
 from .targets import RecoveryTarget
 from .window import Catalog, OutsideWindow, choose_backup
 
@@ -49,6 +49,7 @@ class RecoveryResult:
     log_file: Optional[str] = None
     restored_bytes: int = 0
     notes: List[str] = field(default_factory=list)
+    erasures: Optional[Dict[str, Any]] = None  # the erasure register as re-applied before hand-over
 
     def to_dict(self) -> Dict[str, Any]:
         doc = dataclasses.asdict(self)
@@ -61,46 +62,10 @@ def socket_host(result: RecoveryResult) -> str:
     return result.socket_dir or result.host or "127.0.0.1"
 
 
-def _restore_files(ctx: Context, manifest: Manifest, data_dir: str, planned: List[Dict[str, Any]], stamp: str,
-                   notes: List[str], timer: PhaseTimer, progress: Progress) -> Tuple[int, Optional[str]]:
-    """Check, then extract the base backup (and its tablespaces and kept configuration) into
-    ``data_dir``. Returns (bytes restored, where an existing data directory was moved)."""
-    config_obj = next((o.name for o in manifest.objects if o.role == "config"), None)
-    names = [BASE_OBJECT] + [t["object"] for t in planned] + ([config_obj] if config_obj else [])
-    restored = 0
-    moved = None
-    try:
-        # Checksums first: nothing is moved or written before every object matches its manifest.
-        with checked_objects(ctx, manifest, names, data_dir, timer, progress) as (storage, keys):
-            moved = prepare_data_dir(data_dir, stamp)
-            if moved:
-                notes.append(f"the existing {data_dir} was moved aside to {moved} (nothing was deleted)")
-                progress.note(notes[-1])
-            make_tablespace_dirs(planned)
-            restored += extract_archive(ctx, storage, keys[BASE_OBJECT], manifest, BASE_OBJECT, data_dir, timer,
-                                        progress)
-            for t in planned:
-                restored += extract_archive(ctx, storage, keys[t["object"]], manifest, t["object"], t["restored_to"],
-                                            timer, progress)
-            if not os.path.exists(os.path.join(data_dir, "postgresql.conf")):
-                if config_obj is None:
-                    raise PostgresError(f"backup {manifest.backup_id} has no postgresql.conf (it lived outside the "
-                                        f"data directory and this backup did not keep it)",
-                                        hint=f"copy a postgresql.conf, pg_hba.conf and pg_ident.conf into {data_dir} "
-                                             f"and start it yourself (--no-start), or use a newer backup")
-                extract_archive(ctx, storage, keys[config_obj], manifest, config_obj, data_dir, timer, progress)
-                adopt_config(data_dir, manifest, notes)
-    except PgBackupError as exc:
-        if os.path.isdir(data_dir) and os.listdir(data_dir):
-            left = f"the incomplete {data_dir} is left for inspection"
-            exc.hint = "; ".join(filter(None, [exc.hint, left + (f"; the previous one is at {moved}" if moved else "")]))
-        raise
-    return restored, moved
-
-
 def recover(ctx: Context, target: RecoveryTarget, data_dir: str, *, port: Optional[int] = None, start: bool = True,
             archiving: bool = False, backup_id: Optional[str] = None, progress: Optional[Progress] = None,
-            tablespace_map: Optional[Dict[str, str]] = None, timeout: Optional[float] = None) -> RecoveryResult:
+            tablespace_map: Optional[Dict[str, str]] = None, timeout: Optional[float] = None,
+            skip_erasures: Optional[Dict[str, str]] = None) -> RecoveryResult:
     """Restore a base backup into ``data_dir`` and recover to ``target`` (see the module docstring).
 
     ``port``: the recovered server listens there on 127.0.0.1 and a Unix socket in the data
@@ -115,14 +80,14 @@ def recover(ctx: Context, target: RecoveryTarget, data_dir: str, *, port: Option
     manifest, notes = choose_backup(catalog, target, backup_id)
     major = manifest.server_version_num // 10000
     ctx.gpg.require_key(manifest.encryption.fingerprint, f"backup {manifest.backup_id}")
-    bin_dir = server_bin_dir(ctx.settings.postgres.bin_dir, major)
+    bin_dir = server_bin_dir(ctx.settings.postgres, major, what=f"backup {manifest.backup_id}")
     if os.geteuid() == 0:
         raise RefusedError("PostgreSQL refuses to run as root", hint="run pg-backup pitr as the postgres OS user")
     stamp = ctx.clock().strftime("%Y%m%dT%H%M%SZ")
     progress.stage(f"pitr: {target.describe()} from base backup {manifest.backup_id} into {data_dir}")
     check_data_dir(data_dir)
     planned = plan_tablespaces(manifest, data_dir, tablespace_map, notes)
-    restored, moved = _restore_files(ctx, manifest, data_dir, planned, stamp, notes, timer, progress)
+    restored, moved = restore_backup_files(ctx, manifest, data_dir, planned, stamp, notes, timer, progress)
     os.chmod(data_dir, 0o700)
     rewrite_tablespace_map(data_dir, planned)
     remove_stale_server_files(data_dir)
@@ -140,6 +105,7 @@ def recover(ctx: Context, target: RecoveryTarget, data_dir: str, *, port: Option
                             archiving=archiving, moved_aside=moved, tablespaces=planned,
                             log_file=log_path(data_dir), restored_bytes=restored, notes=notes)
     if not start:
+        notes.extend(filter(None, [not_started_note(ctx)]))
         progress.stage(f"pitr: {data_dir} is ready for recovery (not started: start it with pg_ctl -D {data_dir} start)")
         return result
     progress.stage(f"pitr: starting the server to replay WAL up to {target.describe()}")
@@ -162,6 +128,8 @@ def recover(ctx: Context, target: RecoveryTarget, data_dir: str, *, port: Option
     result.stop_record = log_stop_record(data_dir)
     finish_config(data_dir, server_overrides(port=port, socket_dir=socket_dir, archiving=archiving), config_path,
                   notes)
+    result.erasures = reapply_after_recovery(ctx, scratch_postgres(ctx, socket_host(result), result.port), data_dir,
+                                             skips=skip_erasures)
     result.phases = timer.phases
     progress.stage(f"pitr: promoted on timeline {reached['timeline']} at {reached['lsn']}"
                    f"{', last commit ' + reached['time'] if reached.get('time') else ''}")

@@ -15,6 +15,7 @@ from ..context import Context
 from ..errors import NotFoundError, UsageError
 from ..manifest import Manifest, iso, parse_iso
 from ..wal.names import format_lsn, parse_lsn_arg, parse_wal_name
+from .chain import chain_problem
 from .targets import RecoveryTarget
 
 
@@ -100,6 +101,7 @@ class Catalog:
         source = ctx.repo.manifests() if manifests is None else manifests
         self.physical = sorted([m for m in source if m.kind == "physical" and m.stop_lsn and m.start_wal],
                                key=lambda m: (_stop_time(m), m.backup_id))
+        self.by_id = {m.backup_id: m for m in self.physical}
         self.archive = ctx.wal_archive
         sizes = [m.wal_segment_size for m in self.physical if m.wal_segment_size]
         self.segment_size = sizes[-1] if sizes else self.archive.segment_size()
@@ -127,7 +129,11 @@ class Catalog:
             return self._reach[m.backup_id]
         r = Reach(m, usable=True)
         missing = [n for n in (m.start_wal, m.stop_wal) if n not in self.by_name]
-        if missing:
+        broken = chain_problem(m, self.by_id)
+        if broken:
+            # An incremental backup is a base only with its whole chain (docs/pitr.md, "Incremental chains").
+            r.usable, r.why = False, broken
+        elif missing:
             r.usable, r.why = False, f"its WAL {', '.join(str(x) for x in missing)} is not in the archive"
         else:
             start, stop = self._segno(m.start_wal or ""), self._segno(m.stop_wal or "")
