@@ -34,10 +34,12 @@ attributes:
   check_mode:
     support: partial
     details:
-      - V(list), V(show), V(verify), V(health), V(wal-check) and V(config validate) run and return the same result.
+      - V(list), V(show), V(verify), V(health), V(wal-check), V(erasure list) and V(config validate) run and return
+        the same result.
       - V(prune) runs as C(prune --dry-run) (it takes the cluster's lock like a prune) and reports as changed
         what it would delete.
-      - V(backup), V(restore), V(pitr) and V(drill) do not run; the task is reported as skipped, with a message.
+      - V(backup), V(restore), V(pitr), V(drill), V(drill-chart) (it writes a file) and V(erasure add) do not run;
+        the task is reported as skipped, with a message.
   diff_mode:
     support: none
     details: What the agent did is in RV(result); there is no before and after.
@@ -49,13 +51,15 @@ options:
         and are not offered.
     type: str
     required: true
-    choices: [backup, config validate, drill, health, list, pitr, prune, restore, show, verify, wal-check]
+    choices: [backup, config validate, drill, drill-chart, erasure add, erasure list, health, list, pitr, prune, restore,
+              show, verify, wal-check]
   args:
     description:
       - Arguments after the command, one item per argument; nothing is split or interpreted by a shell.
         For example V([--tier, daily, --skip-if-standby]) for V(backup).
       - The agent takes no secret on its command line (passphrases and keys are read from the files its
-        configuration names), so nothing here needs C(no_log).
+        configuration names). V(erasure add) takes statements that name data subjects (C(--sql), C(--reason)), and
+        V(erasure list) returns them, so set C(no_log) on those tasks (as C(playbooks/erasure.yml) does).
       - V(health) answers in JSON here; C(--format) with another value is refused (the schedule and monitoring
         roles run the Nagios and Prometheus formats).
     type: list
@@ -201,11 +205,11 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ..module_utils.agent_client import EXIT_OK, agent_argument_spec, agent_error_message, call_agent
 
-COMMANDS = ('backup', 'config validate', 'drill', 'health', 'list', 'pitr', 'prune', 'restore', 'show', 'verify',
-            'wal-check')
-READ_ONLY = ('config validate', 'health', 'list', 'show', 'verify', 'wal-check')
+COMMANDS = ('backup', 'config validate', 'drill', 'drill-chart', 'erasure add', 'erasure list', 'health', 'list', 'pitr',
+            'prune', 'restore', 'show', 'verify', 'wal-check')
+READ_ONLY = ('config validate', 'erasure list', 'health', 'list', 'show', 'verify', 'wal-check')
 # Commands whose effect cannot be predicted without doing it: skipped in check mode.
-NOT_IN_CHECK_MODE = ('backup', 'drill', 'pitr', 'restore')
+NOT_IN_CHECK_MODE = ('backup', 'drill', 'drill-chart', 'erasure add', 'pitr', 'restore')
 
 
 def did_change(command, rc, document, check_mode):

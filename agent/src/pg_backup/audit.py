@@ -12,7 +12,7 @@ import os
 import secrets
 import socket
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from .manifest import iso, utcnow
 from .repository import Repository
@@ -28,7 +28,7 @@ class AuditRecord:
         self._t0 = time.monotonic()
         self.data: Dict[str, Any] = {
             "schema_version": AUDIT_SCHEMA_VERSION, "operation": operation, "cluster": cluster,
-            "host": socket.gethostname(), "os_user": _os_user(), "pid": os.getpid(),
+            "host": socket.gethostname(), "os_user": os_user(), "pid": os.getpid(),
             "arguments": list(argv), "started_at": iso(self.started),
         }
 
@@ -39,6 +39,24 @@ class AuditRecord:
             self.data["error"] = error
         self.data.update({k: v for k, v in details.items() if v is not None})
         return self.data
+
+
+def redact_arguments(argv: List[str], flags: Sequence[str]) -> List[str]:
+    """``argv`` with the values of ``flags`` replaced: an erasure's statements and reason name data
+    subjects, and audit records are kept in plaintext (the encrypted erasure record holds them)."""
+    out: List[str] = []
+    hide = False
+    for arg in argv:
+        name, eq, _ = arg.partition("=")
+        if hide:
+            out.append("<redacted>")
+            hide = False
+        elif name in flags and eq:
+            out.append(f"{name}=<redacted>")
+        else:
+            out.append(arg)
+            hide = arg in flags
+    return out
 
 
 def write_local(path: str, record: Dict[str, Any]) -> Optional[str]:
@@ -64,7 +82,7 @@ def write_remote(repo: Repository, record: Dict[str, Any], started: dt.datetime)
         return f"cannot copy audit record to the repository: {exc}"
 
 
-def _os_user() -> str:
+def os_user() -> str:
     try:
         return getpass.getuser()
     except Exception:

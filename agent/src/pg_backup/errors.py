@@ -29,7 +29,8 @@ EXIT_CODES = {
     EXIT_POSTGRES: "PostgreSQL unreachable or a PostgreSQL tool failed",
     EXIT_NOT_FOUND: "the named backup, database or object does not exist",
     EXIT_KEY: "encryption key missing, unreadable or not the one a backup was made with",
-    EXIT_REFUSED: "refused an unsafe operation (e.g. replacing a database without --replace)",
+    EXIT_REFUSED: "refused an unsafe operation (e.g. replacing a database without --replace, or handing over restored "
+                  "data whose recorded erasures could not be re-applied)",
     EXIT_INTERRUPTED: "interrupted by a signal; nothing was committed",
 }
 

@@ -8,6 +8,7 @@
     <prefix>/<cluster>/audit/<yyyy>/<mm>/<ts>-<op>-<rand>.json
     <prefix>/<cluster>/audit/verifications/<ts>-<backup_id>-<rand>-<passed|failed>.json
     <prefix>/<cluster>/audit/drills/<drill_id>/{history.png,report.md,report.json}
+    <prefix>/<cluster>/erasures/<erasure_id>.json.zst.gpg   the erasure register (docs/erasure.md)
 """
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ from .wal.names import object_name
 
 #: The name of a verification record under ``verifications_prefix``: time, backup id, random, verdict.
 VERIFICATION_NAME = re.compile(r"^(\d{8}T\d{6}Z)-(.+)-([0-9a-f]{6})-(passed|failed)\.json$")
+#: An erasure id: the UTC time it was recorded, to the microsecond, and a random tag; ids sort in time order.
+ERASURE_ID = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{6}$")
+ERASURE_SUFFIX = ".json.zst.gpg"
 
 
 @dataclass
@@ -92,6 +96,33 @@ class Repository:
         """The reports of one drill: ``history.png``, ``report.md`` and ``report.json`` (written last)."""
         return f"{self.drills_prefix}{drill_id}/"
 
+    # -- keys of the erasure register (written once, encrypted like backups) --------------------------
+    @property
+    def erasures_prefix(self) -> str:
+        return f"{self.root}erasures/"
+
+    def erasure_key(self, erasure_id: str) -> str:
+        if not ERASURE_ID.match(erasure_id):
+            raise NotFoundError(f"{erasure_id!r} is not an erasure id", hint="see 'pg-backup erasure list'")
+        return f"{self.erasures_prefix}{erasure_id}{ERASURE_SUFFIX}"
+
+    def erasure_ids(self) -> List[str]:
+        """Every recorded erasure, oldest first (replay order); objects of any other name are not records."""
+        ids = []
+        for info in self.storage.list(self.erasures_prefix):
+            name = info.key[len(self.erasures_prefix):]
+            if name.endswith(ERASURE_SUFFIX) and ERASURE_ID.match(name[:-len(ERASURE_SUFFIX)]):
+                ids.append(name[:-len(ERASURE_SUFFIX)])
+        return sorted(ids)
+
+    def erasure_through(self, started: dt.datetime) -> Optional[str]:
+        """The newest erasure recorded before ``started``: a record is written after its statements
+        committed, so a backup that started later contains it (and every older one)."""
+        u = started.astimezone(dt.timezone.utc)
+        stamp = f"{u:%Y%m%dT%H%M%S}.{u.microsecond:06d}Z"
+        before = [i for i in self.erasure_ids() if i.split("-", 1)[0] < stamp]
+        return before[-1] if before else None
+
     @property
     def location(self) -> str:
         return f"{self.storage.location.rstrip('/')}/{self.root}"
@@ -148,7 +179,10 @@ class Repository:
 
     # -- writes ------------------------------------------------------------------------------------
     def commit_manifest(self, manifest: Manifest, options: PutOptions) -> None:
-        """Write the manifest, never over an existing one: the last step of every backup."""
+        """Write the manifest, never over an existing one: the last step of every backup.
+
+        It claims the erasures the backup contains (``extra["erasure_through"]``: docs/erasure.md)."""
+        manifest.extra.setdefault("erasure_through", self.erasure_through(manifest.started))
         try:
             self.storage.put_bytes(self.manifest_key(manifest.backup_id), manifest.to_json(),
                                    PutOptions(storage_class=None, tags=options.tags,

@@ -1,8 +1,10 @@
 """Logical restore: checksums first, a new database by default, replacement only when asked.
 
-Replacing never drops the current database before the new one is complete: the backup is restored
-under a temporary name, then the current database is renamed aside, the restored one takes its
-name, and only then is the old one dropped. Every identifier goes through psycopg.sql.Identifier.
+The backup is always restored under a temporary name and given its name only at the end, once the
+erasure register has been re-applied to it (docs/erasure.md): nobody connects to a database that
+still holds erased rows. Replacing never drops the current database before the new one is complete:
+the current database is renamed aside, the restored one takes its name, and only then is the old
+one dropped. Every identifier goes through psycopg.sql.Identifier.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from .context import Context
+from .erasure.replay import check_skips, reapply
 from .errors import NotFoundError, PostgresError, RefusedError, UsageError
 from .manifest import DatabaseInfo, Manifest, StoredObject
 from .pipeline import copy_plaintext_to, iter_plaintext, verify_stored
@@ -85,7 +88,8 @@ def restore_globals(ctx: Context, manifest: Manifest, obj: StoredObject, server_
 
 def run_restore(ctx: Context, backup_id: str, *, database: Optional[str], target: Optional[str] = None,
                 replace: bool = False, tables: Sequence[str] = (), schemas: Sequence[str] = (),
-                jobs: int = 1, with_globals: bool = False, no_owner: bool = False) -> Dict[str, Any]:
+                jobs: int = 1, with_globals: bool = False, no_owner: bool = False,
+                skip_erasures: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     if jobs < 1:
         raise UsageError("--jobs must be at least 1")
     t0 = time.monotonic()
@@ -98,6 +102,7 @@ def run_restore(ctx: Context, backup_id: str, *, database: Optional[str], target
     if len(target.encode()) > MAX_IDENTIFIER:
         raise UsageError(f"target database name {target!r} is longer than {MAX_IDENTIFIER} bytes")
     ctx.gpg.require_key(manifest.encryption.fingerprint, f"backup {manifest.backup_id}")
+    check_skips(ctx, skip_erasures or {})
     exists = ctx.pg.database_exists(target)
     if exists and not replace:
         raise RefusedError(f"database {target!r} already exists; nothing was changed",
@@ -115,13 +120,16 @@ def run_restore(ctx: Context, backup_id: str, *, database: Optional[str], target
         notes += restore_globals(ctx, manifest, globals_obj, info.major)
 
     pg_restore = _pg_restore_for(ctx, manifest, info.major)
-    work_db = _short_name(target, "pgb_" + secrets.token_hex(3)) if exists else target
+    work_db = _short_name(target, "pgb_" + secrets.token_hex(3))
     owner = db.owner if ctx.pg.role_exists(db.owner) else None
     if owner is None:
         notes.append(f"role {db.owner!r} does not exist here; the database is owned by {ctx.settings.postgres.user!r}")
     _create_database(ctx, work_db, db.encoding, db.collate, db.ctype, owner)
     try:
         _pg_restore_into(ctx, manifest, dump_obj, pg_restore, work_db, tables, schemas, jobs, no_owner, notes)
+        # Right before the hand-over (the rename below): records added while pg_restore ran are read too.
+        erasures = reapply(ctx, ctx.pg, {db.name: work_db}, what=f"restore of {manifest.backup_id} into {target!r}",
+                           selective=bool(tables or schemas), skips=skip_erasures)
     except BaseException:
         ctx.progress.note(f"restore failed: dropping the incomplete database {work_db!r}")
         drop_database(ctx, work_db, info.major)
@@ -129,10 +137,13 @@ def run_restore(ctx: Context, backup_id: str, *, database: Optional[str], target
     replaced_aside = None
     if exists:
         replaced_aside = _swap_in(ctx, work_db, target, info.major)
+    else:
+        _rename(ctx, work_db, target, info.major)
     return {"backup_id": manifest.backup_id, "database": db.name, "target_database": target,
             "replaced": bool(exists), "old_database_dropped": replaced_aside is not None,
             "tables": list(tables), "schemas": list(schemas), "jobs": jobs,
-            "with_globals": bool(globals_obj), "duration_seconds": round(time.monotonic() - t0, 3), "notes": notes}
+            "with_globals": bool(globals_obj), "duration_seconds": round(time.monotonic() - t0, 3), "notes": notes,
+            "erasures": erasures}
 
 
 def _pg_restore_for(ctx: Context, manifest: Manifest, server_major: int) -> str:
@@ -222,6 +233,20 @@ def drop_database(ctx: Context, name: str, server_major: int) -> None:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
     except Exception as exc:
         ctx.progress.warn(f"could not drop database {name!r}: {exc}; drop it by hand")
+
+
+def _rename(ctx: Context, work_db: str, target: str, server_major: int) -> None:
+    """Hand a restored database over under its name (nobody else knew the temporary one)."""
+    sql = _sql()
+    ctx.progress.stage(f"naming the restored database {target!r}")
+    try:
+        with ctx.pg.connect() as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(work_db),
+                                                                          sql.Identifier(target)))
+    except Exception as exc:  # psycopg.Error: e.g. the name was taken meanwhile
+        drop_database(ctx, work_db, server_major)
+        raise PostgresError(f"cannot name the restored database {target!r}: {str(exc).strip().splitlines()[0]}; "
+                            f"the restored copy was dropped") from None
 
 
 def _swap_in(ctx: Context, restored: str, target: str, server_major: int) -> str:

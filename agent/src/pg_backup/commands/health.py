@@ -11,6 +11,7 @@ from . import CommandResult
 def health(ctx: Context, *, output_format: Optional[str], max_age_hours: Sequence[str],
            as_json: bool) -> CommandResult:
     from ..health.checks import evaluate
+    from ..health.erasure import erasure_checks, probe_register
     from ..health.probes import gather
     from ..health.render import NAGIOS_CODES, document, render_nagios, render_prometheus, render_text
 
@@ -29,6 +30,8 @@ def health(ctx: Context, *, output_format: Optional[str], max_age_hours: Sequenc
     checks = evaluate(manifests, ctx.settings.health, probes, now, overrides,
                       archive_timeout_seconds=ctx.settings.wal.archive_timeout_seconds,
                       rpo_target_minutes=ctx.settings.drill.rpo_target_minutes)
+    if probes.storage_error is None:  # an unreachable storage is the storage check's finding, once
+        checks += erasure_checks(probe_register(ctx.repo), manifests)
     doc = document(ctx.cluster, checks)
     fmt = output_format or ("json" if as_json else "text")
     result = CommandResult(dict(doc))

@@ -1,9 +1,10 @@
 """``pitr``: point-in-time recovery of a base backup plus archived WAL into a data directory."""
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from ..context import Context
+from ..erasure.replay import check_skips, summary_line
 from ..errors import UsageError
 from ..progress import human_bytes
 from ..recovery.datadir import parse_tablespace_map
@@ -15,15 +16,17 @@ from . import CommandResult
 
 def pitr(ctx: Context, *, data_dir: str, latest: bool, target_time: Optional[str], target_lsn: Optional[str],
          target_xid: Optional[str], target_name: Optional[str], exclusive: bool, backup_id: Optional[str],
-         port: Optional[int], no_start: bool, keep_archiving: bool, tablespace_map: Sequence[str]) -> CommandResult:
+         port: Optional[int], no_start: bool, keep_archiving: bool, tablespace_map: Sequence[str],
+         skip_erasures: Optional[Dict[str, str]] = None) -> CommandResult:
     target = target_from_options(latest=latest, target_time=target_time, target_lsn=target_lsn, target_xid=target_xid,
                                  target_name=target_name, exclusive=exclusive)
     if port is not None and not 1 <= port <= 65535:
         raise UsageError(f"--port {port} is not a TCP port")
     mapping = parse_tablespace_map(tablespace_map or [])
+    check_skips(ctx, skip_erasures or {})
     try:
         result = recover(ctx, target, data_dir, port=port, start=not no_start, archiving=keep_archiving,
-                         backup_id=backup_id, tablespace_map=mapping)
+                         backup_id=backup_id, tablespace_map=mapping, skip_erasures=skip_erasures)
     except OutsideWindow as exc:
         # The document still names the window, so a caller can offer a target inside it.
         return CommandResult({"window": exc.window.to_dict() if exc.window else None, "target": target.to_dict()},
@@ -41,6 +44,8 @@ def _text(result: RecoveryResult) -> List[str]:
         lines.append(f"  running ({where}); stop it with pg_ctl -D {result.data_dir} stop")
     else:
         lines.append(f"  not started: pg_ctl -D {result.data_dir} -l {result.log_file} start")
+    if result.erasures is not None:
+        lines.append(f"  {summary_line(result.erasures)}")
     if result.stop_record:
         lines.append(f"  {result.stop_record}")
     lines.append("  phases: " + ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in result.phases.items()))

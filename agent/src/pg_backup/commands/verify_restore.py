@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 from ..context import Context
+from ..erasure.replay import summary_line
 from ..verification.outcome import exit_and_error
 from ..verification.restore_check import verify_restore as run_verification
 from . import CommandResult
@@ -33,6 +34,8 @@ def render_text(doc: Dict[str, Any]) -> List[str]:
                          f"{'restored' if db.get('restored') else 'NOT restored'}; {counts}")
         else:
             lines.append(f"  server restored into {db['data_dir']} (port {db['port']})")
+        if db.get("erasures") is not None:
+            lines.append(f"    {summary_line(db['erasures'])}")
     for c in doc["checks"]:
         shown = "" if c["value"] is None and c["status"] == "skipped" else f" = {c['value']!r}"
         lines.append(f"  {c['status'].upper():<7} check {c['name']!r} ({c['database']}){shown} expect "

@@ -6,6 +6,7 @@ import json
 from typing import Any, Dict, List, Optional
 
 from ..context import Context
+from ..erasure.replay import summary_line
 from ..storage.base import PutOptions
 from ..verification.records import drill_history
 
@@ -64,6 +65,8 @@ def render_markdown(report: Dict[str, Any], history: List[Dict[str, Any]]) -> st
                        f"{c['status'].upper()}{' — ' + _md(c['detail']) if c['detail'] else ''} |")
     else:
         out.append("No `verify.checks` configured: only the restore itself was proven.")
+    if report.get("erasures") is not None:
+        out += ["", _md(summary_line(report["erasures"])) + " before the checks (docs/erasure.md)."]
     if report["failures"] or report.get("recovery_error"):
         out += ["", "## Failures", ""] + [f"- {_md(f)}" for f in report["failures"]]
         if report.get("recovery_error"):

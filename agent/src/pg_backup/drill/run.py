@@ -122,6 +122,7 @@ def run_drill(ctx: Context, *, data_dir: Optional[str], port: Optional[int], kee
                     "rpo_minutes": settings.drill.rpo_target_minutes},
         "primary": primary, "restored": {**restored, "reached": jsonable(getattr(result, "reached", None))},
         "rto": rto, "rpo": rpo, "checks": [dataclasses.asdict(c) for c in outcome.checks],
+        "erasures": getattr(result, "erasures", None),
         "passed": outcome.passed, "failures": outcome.failures, "recovery_error": outcome.error, "notes": outcome.notes,
     }
     try:
