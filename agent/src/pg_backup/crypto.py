@@ -1,11 +1,21 @@
 """Client-side encryption with OpenPGP (GnuPG): AES-256, decryptable in a disaster with stock ``gpg``.
 
 Why GnuPG rather than a home-made format: a 7-year archive must stay readable by tools that will
-still exist, and every operator already has ``gpg``. Messages are OpenPGP SEIPD (AES-256 with MDC
-integrity), compression off (zstd already ran), the widest-compatible choice.
+still exist, and every operator already has ``gpg``.
 
-GnuPG always runs in a private, temporary home directory (0700), never the user's keyring, and
-secrets reach it through inherited pipes (``--passphrase-fd``), never argv or the environment.
+The packet format is pinned to what every OpenPGP implementation reads, whatever the key advertises
+or the local GnuPG prefers: a Symmetrically Encrypted Integrity Protected Data packet version 1
+(SEIPD v1: CFB with the SHA-1 modification detection code), AES-256, compression off (zstd already
+ran). GnuPG 2.3+ writes OCB (an AEAD packet only GnuPG reads) when every recipient key advertises
+AEAD, and no option turns that off, so the agent asks gpg what it is writing (the
+``BEGIN_ENCRYPTION <mdc> <cipher> [<aead>]`` status line) and kills it at once when that is not
+SEIPD v1 + AES-256: the backup or WAL push fails with exit 8, nothing is committed
+(:func:`packet_format_problem`). ``--no-options`` keeps a system-wide gpg.conf (``force-aead``,
+another cipher) out as well.
+
+GnuPG always runs in a private, temporary home directory (0700, :class:`GpgHome`), never the user's
+keyring, and secrets reach it through inherited pipes (``--passphrase-fd``), never argv or the
+environment.
 """
 from __future__ import annotations
 
@@ -14,6 +24,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from typing import Dict, List, Optional, Sequence
 
 from .config import EncryptionSettings
@@ -21,7 +32,9 @@ from .errors import EncryptionKeyError, IntegrityError, UsageError
 from .process import ChildProcess
 
 CIPHER = "AES256"
-_BASE = ["--batch", "--no-tty", "--quiet", "--no-greeting", "--no-permission-warning"]
+#: ``BEGIN_ENCRYPTION`` values of the one format the agent writes: MDC method 2 (SHA-1), cipher 9 (AES-256).
+_MDC_SHA1, _AES256 = "2", "9"
+_BASE = ["--no-options", "--batch", "--no-tty", "--quiet", "--no-greeting", "--no-permission-warning"]
 _FPR_SALT = b"pg-backup passphrase fingerprint v1"
 
 
@@ -44,22 +57,18 @@ def passphrase_fingerprint(passphrase: str) -> str:
     return "scrypt:" + digest.hex()
 
 
-class GnuPG:
-    """One private GnuPG home for the lifetime of an agent command."""
+class GpgHome:
+    """A private, temporary GnuPG home (0700) and the gpg that runs in it; removed by :meth:`close`
+    (with the gpg-agent a secret-key import started)."""
 
-    def __init__(self, settings: EncryptionSettings):
-        self.settings = settings
-        self.binary = shutil.which(settings.gpg_binary) or settings.gpg_binary
+    def __init__(self, gpg_binary: str = "gpg"):
+        self.binary = shutil.which(gpg_binary) or gpg_binary
         if not os.path.exists(self.binary):
-            raise UsageError(f"GnuPG executable {settings.gpg_binary!r} not found",
+            raise UsageError(f"GnuPG executable {gpg_binary!r} not found",
                              hint="install the gnupg package or set encryption.gpg_binary")
         self.home = tempfile.mkdtemp(prefix="pgb-gpg-")
         os.chmod(self.home, 0o700)
-        self._public_fpr: Optional[str] = None
-        self._secret_fprs: Optional[List[str]] = None
-        self._passphrases: Optional[Dict[str, str]] = None
 
-    # -- lifecycle -----------------------------------------------------------------------------
     def close(self) -> None:
         gpgconf = shutil.which("gpgconf")
         if gpgconf and os.path.exists(os.path.join(self.home, "private-keys-v1.d")):
@@ -67,17 +76,41 @@ class GnuPG:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         shutil.rmtree(self.home, ignore_errors=True)
 
-    def __enter__(self) -> "GnuPG":
+    def __enter__(self) -> "GpgHome":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _cmd(self, *args: str) -> List[str]:
+    def cmd(self, *args: str) -> List[str]:
         return [self.binary, "--homedir", self.home, *_BASE, *args]
 
-    def _run(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(self._cmd(*args), stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    def run(self, *args: str, secret: Optional[str] = None) -> subprocess.CompletedProcess:
+        """gpg with ``args``; ``secret`` (a passphrase) reaches it through an inherited pipe."""
+        if secret is None:
+            return subprocess.run(self.cmd(*args), stdin=subprocess.DEVNULL, capture_output=True, check=False)
+        read_end, write_end = os.pipe()
+        os.write(write_end, secret.encode() + b"\n")
+        os.close(write_end)
+        try:
+            return subprocess.run(self.cmd("--pinentry-mode", "loopback", "--passphrase-fd", str(read_end), *args),
+                                  stdin=subprocess.DEVNULL, capture_output=True, check=False, pass_fds=(read_end,))
+        finally:
+            os.close(read_end)
+
+
+class GnuPG(GpgHome):
+    """One private GnuPG home for the lifetime of an agent command."""
+
+    def __init__(self, settings: EncryptionSettings):
+        super().__init__(settings.gpg_binary)
+        self.settings = settings
+        self._public_fpr: Optional[str] = None
+        self._secret_fprs: Optional[List[str]] = None
+        self._passphrases: Optional[Dict[str, str]] = None
+
+    def __enter__(self) -> "GnuPG":
+        return self
 
     # -- keys ----------------------------------------------------------------------------------
     def encryption_fingerprint(self) -> str:
@@ -90,13 +123,15 @@ class GnuPG:
                 raise EncryptionKeyError("no encryption.public_key_file configured; this host cannot make backups")
             if not os.path.exists(path):
                 raise EncryptionKeyError(f"public key file {path} does not exist")
-            res = self._run("--with-colons", "--import-options", "show-only", "--import", path)
-            fprs = _primary_fingerprints(res.stdout.decode(errors="replace"), "pub")
+            res = self.run("--with-colons", "--import-options", "show-only", "--import", path)
+            colons = res.stdout.decode(errors="replace")
+            fprs = _primary_fingerprints(colons, "pub")
             if res.returncode != 0 or not fprs:
                 raise EncryptionKeyError(f"{path} is not a readable OpenPGP public key",
-                                         hint="export it with 'gpg --export KEYID > file'")
+                                         hint="export it with 'pg-backup keys export' or 'gpg --armor --export KEYID'")
             if len(fprs) > 1:
                 raise EncryptionKeyError(f"{path} holds {len(fprs)} keys; put exactly one public key in it")
+            _refuse_unusable(colons, fprs[0], path)
             self._public_fpr = fprs[0]
         return self._public_fpr
 
@@ -122,10 +157,10 @@ class GnuPG:
             for path in self.settings.private_key_files:
                 if not os.path.exists(path):
                     raise EncryptionKeyError(f"private key file {path} does not exist")
-                res = self._run("--import", path)
+                res = self.run("--import", path)
                 if res.returncode != 0:
                     raise EncryptionKeyError(f"cannot import private key {path}: {_last_line(res.stderr)}")
-            res = self._run("--with-colons", "--list-secret-keys")
+            res = self.run("--with-colons", "--list-secret-keys")
             self._secret_fprs = _primary_fingerprints(res.stdout.decode(errors="replace"), "sec")
         return self._secret_fprs
 
@@ -142,13 +177,14 @@ class GnuPG:
         """A gpg process encrypting its stdin to its stdout with the key for new backups."""
         common = ["--compress-algo", "none", "--cipher-algo", CIPHER, "--output", "-"]
         if self.settings.mode == "passphrase":
-            return GpgProcess(self._cmd(), ["--pinentry-mode", "loopback", "--no-symkey-cache", "--symmetric",
+            return GpgProcess(self.cmd(), ["--pinentry-mode", "loopback", "--no-symkey-cache", "--symmetric",
                                             "--s2k-cipher-algo", CIPHER, "--s2k-digest-algo", "SHA512",
                                             "--s2k-mode", "3", "--s2k-count", "65011712", *common],
-                              self._new_passphrase())
+                              self._new_passphrase(), encrypt=True)
         self.encryption_fingerprint()
-        return GpgProcess(self._cmd(), ["--trust-model", "always", "--recipient-file",
-                                        self.settings.public_key_file or "", "--encrypt", *common], None)
+        return GpgProcess(self.cmd(), ["--trust-model", "always", "--recipient-file",
+                                        self.settings.public_key_file or "", "--encrypt", *common], None,
+                          encrypt=True)
 
     def require_key(self, fingerprint: str, what: str) -> Optional[str]:
         """Check a configured key can decrypt what ``fingerprint`` names, before any work starts.
@@ -172,7 +208,7 @@ class GnuPG:
     def start_decrypt(self, fingerprint: str, what: str) -> "GpgProcess":
         """A gpg process decrypting its stdin to its stdout."""
         secret = self.require_key(fingerprint, what)
-        return GpgProcess(self._cmd(), ["--pinentry-mode", "loopback", "--no-symkey-cache", "--decrypt",
+        return GpgProcess(self.cmd(), ["--pinentry-mode", "loopback", "--no-symkey-cache", "--decrypt",
                                         "--output", "-"], secret, decrypt=True)
 
 
@@ -180,8 +216,11 @@ class GpgProcess(ChildProcess):
     """A running gpg whose stdin/stdout carry the data; status and stderr are collected aside."""
 
     def __init__(self, prefix: Sequence[str], rest: Sequence[str], secret: Optional[str],
-                 decrypt: bool = False):
+                 decrypt: bool = False, encrypt: bool = False):
         self.decrypt = decrypt
+        self.encrypt = encrypt
+        self.format_seen = False            # a BEGIN_ENCRYPTION status line arrived
+        self.format_problem: Optional[str] = None
         self.status: List[str] = []
         self.stderr: List[bytes] = []
         status_r, status_w = os.pipe()
@@ -204,7 +243,13 @@ class GpgProcess(ChildProcess):
         self.drain(os.fdopen(status_r, "rb"), self.on_status)
 
     def on_status(self, raw: bytes) -> None:
-        self.status.append(raw.decode(errors="replace").strip())
+        line = raw.decode(errors="replace").strip()
+        self.status.append(line)
+        if self.encrypt and line.startswith("[GNUPG:] BEGIN_ENCRYPTION"):
+            self.format_seen = True
+            self.format_problem = packet_format_problem(line)
+            if self.format_problem and self.proc.poll() is None:
+                self.proc.kill()  # not one more byte of a format other tools may not read
 
     def on_stderr(self, raw: bytes) -> None:
         if len(self.stderr) < 50:
@@ -224,8 +269,44 @@ class GpgProcess(ChildProcess):
                 raise IntegrityError(f"decryption of {what} failed authentication ({message or 'gpg exit ' + str(rc)})",
                                      hint="the object is damaged or was tampered with")
             return
+        if self.format_problem:
+            raise EncryptionKeyError(f"refusing to store {what}: {self.format_problem}",
+                                     hint="see 'Keys' in the README (pg-backup keys check)")
         if rc != 0:
             raise EncryptionKeyError(f"encryption of {what} failed: {message or 'gpg exit ' + str(rc)}")
+        if self.encrypt and not self.format_seen:   # fail closed: never store what we could not check
+            raise EncryptionKeyError(f"refusing to store {what}: gpg did not report the packet format it wrote")
+
+
+def packet_format_problem(status_line: str) -> Optional[str]:
+    """What is wrong with the format a ``[GNUPG:] BEGIN_ENCRYPTION <mdc> <cipher> [<aead>]`` line
+    announces, or None for SEIPD v1 with MDC and AES-256 (the only format the agent writes)."""
+    fields = status_line.split()[2:]
+    mdc, cipher = (fields + ["", ""])[:2]
+    aead = fields[2] if len(fields) > 2 else "0"
+    if aead != "0":
+        return (f"gpg chose an AEAD packet (OCB, algorithm {aead}) because the key advertises AEAD; few OpenPGP "
+                f"implementations read it. Remove AEAD from the key's preferences (gpg --edit-key KEY setpref "
+                f"'AES256 AES192 AES SHA512 SHA384 SHA256 ZLIB BZIP2 ZIP Uncompressed', then export the public key "
+                f"again) or make a key with 'pg-backup keys create'")
+    if cipher != _AES256:
+        return f"gpg chose cipher algorithm {cipher or '?'} instead of AES-256 (9)"
+    if mdc != _MDC_SHA1:
+        return "gpg chose a packet without integrity protection (no MDC)"
+    return None
+
+
+def _refuse_unusable(colons: str, fingerprint: str, path: str) -> None:
+    """Name an expired or revoked public key before any work starts (gpg would only say "Unusable public key")."""
+    pub = next(line.split(":") for line in colons.splitlines() if line.startswith("pub:"))
+    if pub[1] == "r":
+        raise EncryptionKeyError(f"public key {fingerprint} in {path} is revoked: nothing can be encrypted to it",
+                                 hint="configure a new key (pg-backup keys create)")
+    if pub[1] == "e" and pub[6]:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(int(pub[6])))
+        raise EncryptionKeyError(f"public key {fingerprint} in {path} expired on {when}: backups and WAL archiving "
+                                 f"cannot encrypt to it", hint="extend it (pg-backup keys extend) and redistribute "
+                                 "the public key, or configure a new key")
 
 
 def _primary_fingerprints(colons: str, kind: str) -> List[str]:

@@ -1,17 +1,37 @@
 """``config validate``, ``config reference`` and ``exit-codes``: they need no context (no storage, no
-server), only the configuration schema and the exit-code table."""
+server), only the configuration schema, the key files it names and the exit-code table."""
 from __future__ import annotations
+
+import datetime as dt
+from typing import Optional
 
 from .. import config as config_mod
 from ..errors import EXIT_CODES, ConfigError
+from ..keys.host import host_keys
+from ..keys.openpgp import describe
+from ..manifest import utcnow
 from . import CommandResult
 
 
-def config_validate(*, path: str) -> CommandResult:
-    _, problems = config_mod.parse(config_mod.read_file(path))
+def config_validate(*, path: str, now: Optional[dt.datetime] = None) -> CommandResult:
+    """Every problem of the file; once it parses, also the key and secret files it names (modes,
+    owner, what the keys are, when the keys the host writes with expire: a warning 30 days ahead,
+    a problem once expired)."""
+    settings, problems = config_mod.parse(config_mod.read_file(path))
+    held = [] if problems else host_keys(settings, now or utcnow())
+    for h in held:
+        problems += [p for p in h.problems if p not in problems]
+    warnings = [w for h in held for w in h.warnings]
     if problems:
         raise ConfigError(f"{path}: {len(problems)} problem(s)", problems=problems)
-    return CommandResult({"path": path, "valid": True, "problems": []}, [f"{path}: valid"])
+    text = [f"{path}: valid" + (f" with {len(warnings)} warning(s)" if warnings else "")]
+    text += [f"  warning: {w}" for w in warnings]
+    for h in held:
+        if h.keys:
+            text.append(f"{h.setting} ({h.purpose}): {h.path}, mode {h.mode}, owner {h.owner}")
+            text += describe(h.keys, now or utcnow())
+    return CommandResult({"path": path, "valid": True, "problems": [], "warnings": warnings,
+                          "key_files": [h.as_dict() for h in held]}, text)
 
 
 def config_reference() -> CommandResult:
