@@ -36,7 +36,7 @@ class Context:
     @property
     def storage(self) -> Storage:
         if self._storage is None:
-            self._storage = open_storage(self.settings)
+            self._storage = open_storage(self.settings, warn=self.progress.warn)
         return self._storage
 
     @property

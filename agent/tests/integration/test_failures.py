@@ -85,7 +85,8 @@ def test_wrong_or_missing_key(pg15, workdir, write_config, run_agent):
 def test_s3_endpoint_frozen_mid_upload_leaves_no_backup(pg15, s3_server, workdir, write_config, run_agent):
     _big_database(pg15, "s3stall", mib=24)
     cfg = write_config(workdir, "stall", cluster=pg15, s3=s3_server, backup={"globals": False},
-                       s3_overrides={"part_size_mib": 5, "max_attempts": 2, "read_timeout": 3, "connect_timeout": 2})
+                       s3_overrides={"part_size_mib": 5, "max_attempts": 2, "read_timeout": 3, "connect_timeout": 2,
+                                     "outage_tolerance_seconds": 0})
     client = s3_server.client()
     proc = run_agent(cfg, "backup", "--tier", "daily", "--database", "s3stall", background=True)
     try:
@@ -169,7 +170,8 @@ def test_invalid_config_values_are_all_reported(workdir, write_config, run_agent
 
 def test_storage_unreachable_is_exit_5_with_one_line(pg15, workdir, write_config, run_agent, s3_server):
     cfg = write_config(workdir, "down", cluster=pg15, s3=s3_server,
-                       s3_overrides={"endpoint_url": "http://127.0.0.1:9", "max_attempts": 1, "connect_timeout": 1})
+                       s3_overrides={"endpoint_url": "http://127.0.0.1:9", "max_attempts": 1, "connect_timeout": 1,
+                                     "outage_tolerance_seconds": 0})
     result = run_agent(cfg, "backup", "--tier", "daily", "--database", "postgres", check=False, json=False)
     assert result.rc == 5
     assert result.stderr.strip().count("\n") == 0 or "Traceback" not in result.stderr

@@ -82,7 +82,7 @@ def test_archived_object_is_retrieved_before_reading(storage):
 
 def test_unreachable_endpoint_and_missing_bucket_are_storage_errors(s3_server):
     closed = S3Storage(S3Settings(bucket="b", endpoint_url="http://127.0.0.1:9", force_path_style=True,
-                                  region="us-east-1", max_attempts=1, connect_timeout=1,
+                                  region="us-east-1", max_attempts=1, connect_timeout=1, outage_tolerance_seconds=0,
                                   credentials_file=str(s3_server.credentials_file)))
     with pytest.raises(StorageError, match="unreachable"):
         closed.check()
@@ -152,7 +152,8 @@ def test_check_reports_the_buckets_region(s3_server):
 def test_server_dying_mid_upload_is_a_storage_error_and_nothing_is_completed(s3_server):
     settings = S3Settings(bucket=s3_server.bucket, endpoint_url=s3_server.endpoint_url, region=s3_server.region,
                           force_path_style=True, credentials_file=str(s3_server.credentials_file), part_size_mib=5,
-                          max_concurrency=1, max_attempts=1, connect_timeout=1, read_timeout=5)
+                          max_concurrency=1, max_attempts=1, connect_timeout=1, read_timeout=5,
+                          outage_tolerance_seconds=0)
     storage = S3Storage(settings, "prefix")
     completed = []
     storage.client.meta.events.register("before-call.s3.CompleteMultipartUpload",

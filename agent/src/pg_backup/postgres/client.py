@@ -61,10 +61,7 @@ class Postgres:
         params: Dict[str, object] = {"host": s.host, "port": s.port, "user": s.user,
                                      "dbname": dbname or s.dbname, "connect_timeout": s.connect_timeout,
                                      "application_name": "pg-backup"}
-        if s.passfile:
-            params["passfile"] = s.passfile
-        if s.sslmode:
-            params["sslmode"] = s.sslmode
+        params.update(s.libpq_security())
         psycopg = _psycopg()
         try:
             return psycopg.connect(autocommit=autocommit, **params)
@@ -108,10 +105,8 @@ class Postgres:
         env.update({"PGHOST": s.host, "PGPORT": str(s.port), "PGUSER": s.user,
                     "PGDATABASE": dbname or s.dbname, "PGCONNECT_TIMEOUT": str(s.connect_timeout),
                     "PGAPPNAME": "pg-backup"})
-        if s.passfile:
-            env["PGPASSFILE"] = s.passfile
-        if s.sslmode:
-            env["PGSSLMODE"] = s.sslmode
+        names = {"passfile": "PGPASSFILE", "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT"}
+        env.update({names[k]: v for k, v in s.libpq_security().items()})
         return env
 
     def bin_dir(self, server_major: int) -> str:

@@ -106,9 +106,16 @@ class Storage(abc.ABC):
         backend."""
         return None
 
+    def for_archive_command(self) -> None:
+        """The caller is PostgreSQL's archive_command, which PostgreSQL retries itself: ride out only short
+        outages (``repository.s3.wal_push_outage_tolerance_seconds``) so a push fails and is retried
+        rather than holding the archiver; a no-op where there is nothing to wait for."""
+
     def make_readable(self, keys: List[str], progress: Optional[ProgressFn] = None) -> None:
         """Ensure archived objects (Glacier, Deep Archive) can be read; a no-op for most backends."""
 
     @abc.abstractmethod
-    def check(self) -> Dict[str, object]:
-        """Prove the storage is reachable (and for S3, report its region). Raise StorageError if not."""
+    def check(self, *, wait: bool = True) -> Dict[str, object]:
+        """Prove the storage is reachable (and for S3, report its region). Raise StorageError if not.
+        ``wait=False`` (health): do not wait out an outage, and let the run's later requests fail at once
+        if the store is unreachable."""

@@ -231,7 +231,7 @@ class LocalStorage(Storage):
     def abort_incomplete(self, upload: IncompleteUpload) -> None:
         self.delete([upload.key])
 
-    def check(self) -> Dict[str, object]:
+    def check(self, *, wait: bool = True) -> Dict[str, object]:
         if not os.path.isdir(self.root):
             try:
                 self._makedirs(self.root)
