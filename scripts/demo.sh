@@ -4,9 +4,18 @@
 # into a scratch database, and health.yml prints the health table.
 #
 # Without DEMO_PGHOST/DEMO_PGPORT it creates a throw-away PostgreSQL cluster under
-# /tmp/pg-backup-demo (port 54329), stopped and left on disk for inspection at the end.
+# /tmp/pg-backup-demo (port 54329), stopped and left on disk for inspection at the end; the
+# wal_archiving role turns on continuous WAL archiving into the demo's repository there.
 # With them it uses that server (as DEMO_PGUSER, default postgres), creating or reusing the
-# database demo_shop and (re)creating demo_restored; only demo_shop is backed up then.
+# database demo_shop and (re)creating demo_restored; only demo_shop is backed up then. It never
+# changes that server's settings: WAL archiving is not configured there (it would point the server's
+# archive_command at the demo's temporary directory and might restart it; once that directory is gone,
+# archiving would fail and pg_wal would grow).
+#
+# Backups are encrypted in the recommended public-key mode: the demo makes a throw-away OpenPGP key
+# pair in $DEMO_DIR/gnupg (no passphrase, so none on any command line). The host's configuration first
+# holds only the public key: it can back up, and cannot read a backup. The secret key is then added for
+# the deep verify and the restore, as on a restore host (in a fleet: only there, only while it runs).
 #
 # Environment: DEMO_DIR (/tmp/pg-backup-demo), DEMO_PORT (54329), DEMO_PGHOST, DEMO_PGPORT,
 # DEMO_PGUSER, DEMO_PGBIN (directory of psql/initdb/pg_ctl; default: newest /usr/lib/postgresql/*/bin).
@@ -151,19 +160,43 @@ fi
 # The same playbooks operators run against a fleet, here on localhost: site.yml installs the agent
 # into its own virtualenv, writes the validated 0600 configuration and the secret file, and sets up
 # monitoring output. Schedules are not installed for a throw-away cluster (schedule_jobs: []).
+step "Making a throw-away OpenPGP key pair in $DEMO_DIR/gnupg (public-key mode)"
+PUBLIC_KEY="$DEMO_DIR/keys/demo-backup.pub.asc"
+SECRET_KEY="$DEMO_DIR/keys/restore-operator.sec.asc"
+if [[ ! -s "$PUBLIC_KEY" || ! -s "$SECRET_KEY" ]]; then
+    as_pg mkdir -p -m 0700 "$DEMO_DIR/gnupg" "$DEMO_DIR/keys"
+    # %no-protection: the throw-away secret key has no passphrase, so none is typed or passed anywhere.
+    # shellcheck disable=SC2016 # $1..$3 expand in the inner shell
+    as_pg sh -c 'umask 077
+        printf "%s\n" "%no-protection" "Key-Type: EDDSA" "Key-Curve: ed25519" "Key-Usage: sign" \
+            "Subkey-Type: ECDH" "Subkey-Curve: cv25519" "Subkey-Usage: encrypt" \
+            "Name-Real: pg-backup demo" "Name-Email: demo@pg-backup.invalid" "Expire-Date: 0" "%commit" |
+            gpg --homedir "$1" --batch --quiet --gen-key 2>/dev/null
+        gpg --homedir "$1" --batch --armor --export demo@pg-backup.invalid > "$2"
+        gpg --homedir "$1" --batch --armor --export-secret-keys demo@pg-backup.invalid > "$3"' \
+        sh "$DEMO_DIR/gnupg" "$PUBLIC_KEY" "$SECRET_KEY"
+    as_pg chmod 0644 "$PUBLIC_KEY"
+fi
+[[ -s "$PUBLIC_KEY" && -s "$SECRET_KEY" ]] || die "gpg did not produce the demo key pair in $DEMO_DIR/keys"
+printf '    public key  %s (goes to the database host)\n' "$PUBLIC_KEY"
+printf '    secret key  %s (mode 0600: the restore operator keeps it)\n' "$SECRET_KEY"
+
 step "Writing a local inventory $DEMO_DIR/inventory.yml (localhost, local repository)"
 as_pg mkdir -p "$DEMO_DIR/repo"
-if [[ ! -s "$DEMO_DIR/passphrase" ]]; then
-    # shellcheck disable=SC2016 # $1 expands in the inner shell
-    as_pg sh -c 'umask 077 && head -c 32 /dev/urandom | base64 > "$1"' sh "$DEMO_DIR/passphrase"
-fi
 DATABASES="[]"
+WAL_ARCHIVING=true
 if [[ $OWN_CLUSTER -eq 0 ]]; then
     DATABASES="[$SOURCE_DB]"
+    WAL_ARCHIVING=false
+    printf '    %s:%s is not the demo'"'"'s own server: WAL archiving is not configured there\n' "$PGHOST" "$PGPORT"
+    printf '    (pg_backup_wal_archiving: false; its archive_mode and archive_command stay as they are)\n'
 fi
 COLLECTIONS="$DEMO_DIR/collections"
 mkdir -p "$COLLECTIONS/ansible_collections/miometry"
 ln -sfn "$REPO_ROOT" "$COLLECTIONS/ansible_collections/miometry/pg_backup"
+# galaxy.yml's dependencies (community.postgresql, amazon.aws), pinned, into the venv's collection tree.
+bash "$REPO_ROOT/scripts/install-collections.sh" "$REPO_ROOT/.venv"
+COLLECTIONS_PATH="$COLLECTIONS:$REPO_ROOT/.venv/collections"
 # shellcheck disable=SC2016 # $1 expands in the inner shell
 as_pg sh -c 'umask 077 && cat > "$1"' sh "$DEMO_DIR/inventory.yml" <<EOF
 all:
@@ -180,23 +213,27 @@ all:
           agent_state_dir: $DEMO_DIR/state
           agent_log_dir: $DEMO_DIR/log
           schedule_jobs: []
+          pg_backup_wal_archiving: $WAL_ARCHIVING
           monitoring_nrpe_enabled: false
           monitoring_textfile_dir: $DEMO_DIR/textfile
           agent_clusters:
             - name: demo
               os_user: $PG_OS_USER
-              passphrase: "{{ lookup('ansible.builtin.file', '$DEMO_DIR/passphrase') }}"
+              public_key: "{{ lookup('ansible.builtin.file', '$PUBLIC_KEY') }}"
               config:
                 postgres: {host: "$PGHOST", port: $PGPORT, user: "$PGUSER", bin_dir: "$PGBIN"}
                 repository: {type: local, path: $DEMO_DIR/repo}
-                encryption: {mode: passphrase}
+                # The secret key only where restores run: -e demo_restore_host=true adds it.
+                encryption:
+                  mode: public-key
+                  private_key_files: "{{ ['$SECRET_KEY'] if demo_restore_host | default(false) | bool else [] }}"
                 backup: {databases: $DATABASES}
 EOF
 playbook() {
     local name=$1
     shift
     step "ansible-playbook miometry.pg_backup.$name $*"
-    ANSIBLE_COLLECTIONS_PATH="$COLLECTIONS" ANSIBLE_NOCOLOR=1 ANSIBLE_HOST_KEY_CHECKING=false \
+    ANSIBLE_COLLECTIONS_PATH="$COLLECTIONS_PATH" ANSIBLE_NOCOLOR=1 ANSIBLE_HOST_KEY_CHECKING=false \
         "$REPO_ROOT/.venv/bin/ansible-playbook" -i "$DEMO_DIR/inventory.yml" "$REPO_ROOT/playbooks/$name.yml" "$@"
 }
 playbook site
@@ -210,6 +247,15 @@ BACKUP_ID=$(pgb --json list | "$VENV_PY" -c 'import json, sys; print(json.load(s
 step "pg-backup list"
 pgb list
 
+step "The host holds only the public key: pg-backup verify --deep $BACKUP_ID cannot decrypt"
+rc=0
+pgb verify --deep "$BACKUP_ID" >"$DEMO_DIR/verify-without-key.log" 2>&1 || rc=$?
+sed 's/^/    /' "$DEMO_DIR/verify-without-key.log" | tail -n 3
+[[ $rc -eq 8 ]] || die "verify --deep without the secret key exited $rc, expected 8 (encryption key missing)"
+printf '    exit %s (encryption key missing): a stolen database host reads no backup\n' "$rc"
+
+step "Adding the restore operator's secret key (private_key_files) for the deep verify and the restore"
+playbook site -e demo_restore_host=true --tags agent_configure
 playbook verify -e verify_deep=true
 
 step "pg-backup restore $BACKUP_ID --database $SOURCE_DB --target-database $TARGET_DB"

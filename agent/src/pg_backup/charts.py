@@ -11,7 +11,7 @@ import datetime as dt
 import io
 import os
 import tempfile
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 OK_COLOR = "#2e7d32"
 MISS_COLOR = "#c62828"
@@ -32,49 +32,55 @@ def _matplotlib():  # type: ignore[no-untyped-def]
         import matplotlib
 
         matplotlib.use("Agg", force=True)
+        from matplotlib import dates
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as exc:
-        raise ChartUnavailable(f"matplotlib is not installed ({exc}); install it with "
-                               f"pip install 'pg-backup[charts]'") from None
-    return Figure, FigureCanvasAgg
+        raise ChartUnavailable(f"matplotlib is not installed ({exc}); install the agent's charts extra where "
+                               f"reports are made: pip install 'pg-backup[charts]' (role agent: agent_extras: "
+                               f"[charts])") from None
+    return Figure, FigureCanvasAgg, dates
 
 
 def drill_history_png(history: Sequence[Dict[str, Any]], rto_target_minutes: float, rpo_target_minutes: float,
                       *, title: str = "") -> bytes:
-    """RTO and RPO (minutes) of every drill in ``history`` (oldest first) against the targets.
+    """RTO and RPO (minutes) of every drill in ``history`` against the targets, over time.
 
-    Each entry needs ``started_at`` (ISO), ``rto.seconds`` and ``rpo.seconds`` (None when unknown).
-    A point above its target is drawn red, within it green; the targets are dashed lines."""
-    Figure, FigureCanvasAgg = _matplotlib()
+    Each entry needs ``started_at`` (ISO, UTC), ``rto.seconds`` and ``rpo.seconds`` (None when unknown);
+    an entry without a readable time is left out. The x-axis is the drills' start time (UTC), with
+    concise date labels that name each day, month or year once. A point above its target is drawn red,
+    within it green, the newest is labelled with its value; the targets are dashed lines."""
+    Figure, FigureCanvasAgg, dates = _matplotlib()
+    drills = [(when, h) for h in history for when in [started(h.get("started_at"))] if when is not None]
+    drills.sort(key=lambda d: d[0])
     fig = Figure(figsize=(9, 5.5), dpi=100)
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, 1, sharex=True)
-    labels = [_label(h.get("started_at")) for h in history]
-    xs = list(range(len(history)))
     for ax, key, target, name in ((axes[0], "rto", rto_target_minutes, "RTO"),
                                   (axes[1], "rpo", rpo_target_minutes, "RPO")):
-        values: List[Any] = []
-        for h in history:
-            seconds = (h.get(key) or {}).get("seconds")
-            values.append(None if seconds is None else seconds / 60.0)
-        known = [(x, v) for x, v in zip(xs, values) if v is not None]
+        known = [(when, seconds / 60.0) for when, h in drills
+                 for seconds in [(h.get(key) or {}).get("seconds")] if seconds is not None]
         if known:
-            ax.plot([x for x, _ in known], [v for _, v in known], color="#607d8b", linewidth=1, zorder=1)
-            colors = [MISS_COLOR if v > target else OK_COLOR for _, v in known]
-            ax.scatter([x for x, _ in known], [v for _, v in known], c=colors, s=36, zorder=2)
-            for x, v in known:
-                ax.annotate(_fmt_minutes(v), (x, v), textcoords="offset points", xytext=(0, 6), ha="center",
-                            fontsize=7)
+            xs, ys = [w for w, _ in known], [v for _, v in known]
+            ax.plot(xs, ys, color="#607d8b", linewidth=1, zorder=1)
+            ax.scatter(xs, ys, c=[MISS_COLOR if v > target else OK_COLOR for v in ys], s=36, zorder=2)
+            # The newest value on its point (labels on every point overlap when drills are close in time).
+            ax.annotate(f"latest {_fmt_minutes(ys[-1])}", (xs[-1], ys[-1]), textcoords="offset points",
+                        xytext=(0, 7), ha="center", fontsize=7)
         ax.axhline(target, color=TARGET_COLOR, linestyle="--", linewidth=1.2, label=f"target {target:g} min")
         top = max([target] + [v for _, v in known])
         ax.set_ylim(0, top * 1.25 if top > 0 else 1)
         ax.set_ylabel(f"{name} (minutes)")
         ax.grid(axis="y", alpha=0.3)
         ax.legend(loc="upper left", fontsize=8)
-    axes[1].set_xticks(xs)
-    axes[1].set_xticklabels(labels, rotation=30, ha="right", fontsize=7)
-    axes[1].set_xlim(-0.5, max(len(xs) - 0.5, 0.5))
+    locator = dates.AutoDateLocator(tz=dt.timezone.utc, minticks=3, maxticks=8)
+    axes[1].xaxis.set_major_locator(locator)
+    axes[1].xaxis.set_major_formatter(dates.ConciseDateFormatter(locator, tz=dt.timezone.utc))
+    if drills:
+        first, last = drills[0][0], drills[-1][0]
+        pad = max((last - first) * 0.05, dt.timedelta(minutes=30))
+        axes[1].set_xlim(first - pad, last + pad)
+    axes[1].set_xlabel("drill start (UTC)", fontsize=8)
     axes[0].set_title(title or "Disaster-recovery drills: RTO and RPO against the targets", fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -82,14 +88,15 @@ def drill_history_png(history: Sequence[Dict[str, Any]], rto_target_minutes: flo
     return buf.getvalue()
 
 
-def _label(started_at: Any) -> str:
+def started(started_at: Any) -> Optional[dt.datetime]:
+    """A drill's ``started_at`` (``2026-06-14T10:00:00.000000Z``, or without fraction) as an aware UTC time."""
     if not started_at:
-        return "?"
+        return None
     try:
         when = dt.datetime.strptime(str(started_at)[:19], "%Y-%m-%dT%H:%M:%S")
     except ValueError:
-        return str(started_at)[:16]
-    return when.strftime("%Y-%m-%d %H:%M")
+        return None
+    return when.replace(tzinfo=dt.timezone.utc)
 
 
 def _fmt_minutes(v: float) -> str:

@@ -2,7 +2,8 @@
 (text, JSON, Nagios with perfdata, Prometheus textfile). DESIGN §8.
 
 - :mod:`.probes`: :func:`~.probes.gather` collects the probes (storage, the WAL archive, PostgreSQL's
-  archiver, the recorded restore verifications, local disk, the audit log);
+  archiver, the recorded restore verifications, local disk, the audit log, the keys the host writes with);
+- :mod:`.keys`: reading those keys (:func:`~.keys.probe_keys`) and their expiry checks and metric;
 - :mod:`.checks`: :func:`~.checks.evaluate` turns them into checks, with an injected clock;
 - :mod:`.render`: ``document`` and the ``render_*`` functions print the same verdict in each format.
 
@@ -20,4 +21,10 @@ Checks (names are stable: monitoring keys on them)
                                                   that met different content under the same name
   storage, local_disk                             reachable and in the configured region; free space
   restore_verification                            age of the last successful 'verify --restore' (or drill)
+  key_expiry_<purpose>                            the OpenPGP key the host writes with (key_expiry_encryption):
+                                                  warning 30 days before it expires, critical once expired
+                                                  (health/keys.py)
+  erasure_register, erasure_claims                the erasure register unreadable or a record damaged (critical);
+                                                  an erasure the newest backup's manifest does not claim (warning)
+                                                  (health/erasure.py)
 """

@@ -16,6 +16,8 @@ from ..config import TIERS, HealthSettings
 from ..manifest import Manifest
 from ..postgres.archiver import archiving_off
 from ..wal.names import segment_end
+from .keys import KeyProbe, key_checks
+from .summarizer import SummarizerProbe, summarizer_checks
 
 
 @dataclass
@@ -79,6 +81,8 @@ class Probes:
     verifications: Optional[List[Any]] = None     # verification.records.VerificationRecord, oldest first
     verifications_error: Optional[str] = None
     last_drill: Optional[Dict[str, Any]] = None  # the newest drill's report.json (metrics only)
+    summarizer: Optional[SummarizerProbe] = None  # None: incremental backups are not configured
+    keys: List[KeyProbe] = field(default_factory=list)   # the OpenPGP keys the host writes with
 
 
 def worst(statuses: List[str]) -> str:
@@ -108,6 +112,8 @@ def evaluate(manifests: List[Manifest], settings: HealthSettings, probes: Probes
     checks += _storage_checks(probes)
     checks += _disk_check(probes, settings)
     checks += _verification_checks(probes, now, settings, bool(manifests))
+    checks += [Check(**fields) for fields in key_checks(probes.keys, now)]
+    checks += [Check(**fields) for fields in summarizer_checks(probes.summarizer)]
     return checks
 
 
@@ -133,7 +139,15 @@ def _tier_checks(of_tier: List[Manifest], tier: str, prefix: str, limit: float, 
 
 
 def _previous(of_tier: List[Manifest], newest: Manifest) -> List[Manifest]:
-    return sorted((m for m in of_tier if m.started_at < newest.started_at), key=lambda m: m.started_at)[-7:]
+    # Full backups compare with full ones, incremental with incremental ones (a chain's sizes differ by design).
+    return sorted((m for m in of_tier if m.started_at < newest.started_at and m.is_incremental == newest.is_incremental),
+                  key=lambda m: m.started_at)[-7:]
+
+
+def size_baseline(of_tier: List[Manifest], newest: Manifest) -> Optional[float]:
+    """The stored size the size check compares ``newest`` with (the median of up to 7 before it), or None."""
+    previous = _previous(of_tier, newest)
+    return statistics.median(m.stored_bytes for m in previous) if previous else None
 
 
 def _change(value: float, history: List[float]) -> Tuple[float, float]:
@@ -223,6 +237,9 @@ def _storage_checks(probes: Probes) -> List[Check]:
                                 f"{probes.configured_region}: backups are outside the required data locality"))
         else:
             checks.append(Check("storage", "ok", "storage reachable" + (f" (region {actual})" if actual else "")))
+        if probes.storage.get("verify_tls") is False:
+            checks.append(Check("storage_tls", "warning", "repository.s3.verify_tls is false: the endpoint's "
+                                "certificate is not checked (set ca_bundle to the CA that signed it instead)"))
     return checks
 
 

@@ -14,6 +14,8 @@ from ..postgres.archiver import archiver_state
 from ..verification.records import newest_drill, verification_history
 from ..wal.names import parse_lsn
 from .checks import ArchiverProbe, Probes, WalProbe, utc_text
+from .keys import probe_keys
+from .summarizer import probe_summarizer
 
 STATE_FILE = "health-state.json"
 
@@ -22,10 +24,10 @@ def gather(ctx: Any) -> Tuple[List[Manifest], Probes]:
     """Everything :func:`~.checks.evaluate` needs, from storage, PostgreSQL and local files. Never
     raises for an unreachable part: what cannot be probed becomes an error the evaluation reports."""
     settings = ctx.settings
-    probes = Probes(last_runs=last_runs_from_audit(settings.audit_log_path))
+    probes = Probes(last_runs=last_runs_from_audit(settings.audit_log_path), keys=probe_keys(settings))
     manifests: List[Manifest] = []
     try:
-        probes.storage = ctx.storage.check()
+        probes.storage = ctx.storage.check(wait=False)
         manifests = ctx.repo.manifests()
     except PgBackupError as exc:
         probes.storage_error = exc.message
@@ -46,6 +48,7 @@ def gather(ctx: Any) -> Tuple[List[Manifest], Probes]:
         probes.archiver = probe_archiver(ctx)
     except PgBackupError as exc:
         probes.archiver_error = exc.message
+    probes.summarizer = probe_summarizer(ctx)
     return manifests, probes
 
 
