@@ -79,6 +79,13 @@ rsync -a --delete \
 # makes ansible-test see exactly the files git would track (the copied .gitignore applies).
 [ -e "$COLLECTION/.git" ] || git -C "$COLLECTION" init -q
 install_pip_bootstrap
+# galaxy.yml's dependencies next to the collection, where ansible-test (sanity import, units) finds them.
+bash "$ROOT/scripts/install-collections.sh" "$VENV"
+for dep in "$VENV"/collections/ansible_collections/*/*; do
+    name=${dep#"$VENV"/collections/ansible_collections/}
+    mkdir -p "$BUILD/ansible_collections/${name%/*}"
+    rsync -a --delete "$dep/" "$BUILD/ansible_collections/$name/"
+done
 
 cd "$COLLECTION"
 status=0

@@ -23,7 +23,13 @@ mkdir -p "$root/build"
 version=$("$venv/bin/python" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["version"])' "$root/galaxy.yml")
 tarball="$root/build/miometry-pg_backup-$version.tar.gz"
 cd "$tmp"
-# galaxy-importer runs ansible-lint/ansible-test from its own venv: put that venv first on PATH.
+# galaxy-importer runs ansible-doc and ansible-lint from its own venv (put first on PATH) with
+# ANSIBLE_COLLECTIONS_PATH set to its own extraction directory, so galaxy.yml's dependencies (amazon.aws's
+# doc fragments that backup_lifecycle extends, the modules the roles use) must come from that venv's
+# sys.path, where ansible-core also looks for ansible_collections: a .pth file adds <venv>/collections.
+bash "$root/scripts/install-collections.sh" "$venv"
+site=$("$galaxy_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "$venv/collections" > "$site/pg_backup_collection_dependencies.pth"
 PATH="$galaxy_venv/bin:$PATH" "$galaxy_venv/bin/python" -m galaxy_importer.main "$tarball" 2>&1 | tee "$tmp/importer.log"
 status=${PIPESTATUS[0]}
 if [ "$status" -ne 0 ]; then

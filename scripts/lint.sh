@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ansible-lint (production profile, offline) over the whole collection; exits non-zero on any
 # finding. The collection is made importable as miometry.pg_backup through a temporary
-# ANSIBLE_COLLECTIONS_PATH holding a symlink to this checkout.
+# ANSIBLE_COLLECTIONS_PATH holding a symlink to this checkout (and <venv>/collections, its dependencies).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${VENV:-$root/.venv}
@@ -9,7 +9,9 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/ansible_collections/miometry"
 ln -s "$root" "$tmp/ansible_collections/miometry/pg_backup"
-export ANSIBLE_COLLECTIONS_PATH="$tmp"
+# galaxy.yml's dependencies (community.postgresql, amazon.aws) come from the venv's collection tree.
+bash "$root/scripts/install-collections.sh" "$venv"
+export ANSIBLE_COLLECTIONS_PATH="$tmp:$venv/collections"
 export ANSIBLE_HOME="$tmp/.ansible"
 export PATH="$venv/bin:$PATH"
 cd "$root"

@@ -17,13 +17,19 @@ if [ ! -x "$VENV/bin/molecule" ]; then
     exit 2
 fi
 
-# The collection in place, under the name Ansible resolves: <tmp>/ansible_collections/miometry/pg_backup.
+# A snapshot of the collection under the name Ansible resolves: <tmp>/ansible_collections/miometry/pg_backup.
+# A copy, not a symlink: an edit of the checkout while a scenario runs (minutes) would otherwise show up
+# between converge and idempotence as a change (the agent role reinstalls changed agent sources).
 COLLECTIONS="$(mktemp -d /tmp/pgb-collections.XXXXXX)"
 trap 'rm -rf "$COLLECTIONS"' EXIT
-mkdir -p "$COLLECTIONS/ansible_collections/miometry"
-ln -s "$ROOT" "$COLLECTIONS/ansible_collections/miometry/pg_backup"
+mkdir -p "$COLLECTIONS/ansible_collections/miometry/pg_backup"
+rsync -a --exclude=/.git --exclude='/.venv*' --exclude=/build --exclude=/dist --exclude=/tests/output \
+    --exclude=__pycache__ --exclude=.pytest_cache --exclude='*.egg-info' --exclude='*.tar.gz' \
+    "$ROOT/" "$COLLECTIONS/ansible_collections/miometry/pg_backup/"
 
-export ANSIBLE_COLLECTIONS_PATH="$COLLECTIONS"
+# galaxy.yml's dependencies (community.postgresql, amazon.aws) come from the venv's collection tree.
+bash "$ROOT/scripts/install-collections.sh" "$VENV"
+export ANSIBLE_COLLECTIONS_PATH="$COLLECTIONS:$VENV/collections"
 export ANSIBLE_PYTHON_INTERPRETER="$VENV/bin/python"
 export ANSIBLE_FORCE_COLOR=false PY_COLORS=0 NO_COLOR=1
 export PATH="$VENV/bin:$PATH"

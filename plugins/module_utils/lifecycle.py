@@ -11,7 +11,8 @@ plus a margin. Objects are matched by the ``tier`` tag every object of the agent
 cluster do not matter to retention). Rules whose ID starts with ``pg-backup-`` belong to this
 collection; every other rule in the bucket is preserved as it is.
 
-Used by the ``backup_bucket`` module and its unit tests; nothing here talks to S3.
+Used by the ``backup_lifecycle`` module (which applies the rules; amazon.aws.s3_bucket does the bucket's
+other settings) and its unit tests; nothing here talks to S3.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -35,7 +36,6 @@ TRANSITION_CLASSES = ('STANDARD_IA', 'INTELLIGENT_TIERING', 'ONEZONE_IA', 'GLACI
 MINIMUM_STORAGE_DAYS = {'STANDARD_IA': 30, 'ONEZONE_IA': 30, 'GLACIER_IR': 90, 'GLACIER': 90, 'DEEP_ARCHIVE': 180}
 # S3 rejects transitions to the infrequent-access classes before an object is 30 days old.
 EARLIEST_TRANSITION_DAYS = {'STANDARD_IA': 30, 'ONEZONE_IA': 30}
-OBJECT_LOCK_MODES = ('GOVERNANCE', 'COMPLIANCE')
 
 
 class LifecycleError(ValueError):
@@ -211,22 +211,6 @@ def derive(retention=None, margin_days=30, expire=True, transitions=None, abort_
                       'Expiration': {'ExpiredObjectDeleteMarker': True}})
     rules.sort(key=lambda r: r['ID'])
     return rules, warnings
-
-
-def object_lock_problems(object_lock, versioning):
-    """Problems with an object lock default retention ({mode, days}); versioning is the bucket's (after) state."""
-    problems = []
-    if not object_lock:
-        return problems
-    if object_lock.get('mode') not in OBJECT_LOCK_MODES:
-        problems.append('object_lock.mode must be one of %s, got %r' % (', '.join(OBJECT_LOCK_MODES),
-                                                                        object_lock.get('mode')))
-    days = object_lock.get('days')
-    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
-        problems.append('object_lock.days must be a whole number >= 1, got %r' % (days,))
-    if versioning is False:
-        problems.append('object_lock needs versioning: S3 keeps locked objects as versions (set versioning: true)')
-    return problems
 
 
 def object_lock_warnings(object_lock, retention, margin_days, expire=True):

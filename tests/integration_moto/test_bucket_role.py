@@ -2,11 +2,13 @@
 # Copyright: (c) 2026, miometry platform engineering
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""backup_bucket and the bucket role against a real S3 endpoint (moto_server in its own process).
+"""The bucket role (amazon.aws.s3_bucket_info, amazon.aws.s3_bucket and the collection's backup_lifecycle)
+against a real S3 endpoint (moto_server in its own process).
 
-The module runs for real through ansible-playbook (local connection, the venv's interpreter set
-explicitly: interpreter discovery picks a broken pyenv shim on these machines), the results are
-checked with boto3. Plain pytest:
+The role and the module run for real through ansible-playbook (local connection, the venv's interpreter
+set explicitly: interpreter discovery picks a broken pyenv shim on these machines), with galaxy.yml's
+dependencies from <venv>/collections (scripts/install-collections.sh); the results are checked with boto3.
+Plain pytest:
 
     .venv/bin/python -m pytest tests/integration_moto
 
@@ -83,7 +85,10 @@ def ansible_env(tmp_path_factory):
     os.symlink(ROOT, str(namespace / 'pg_backup'))
     inventory = base / 'inventory.ini'
     inventory.write_text('localhost ansible_connection=local ansible_python_interpreter=%s\n' % PYTHON)
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(base), ANSIBLE_HOME=str(base / '.ansible'),
+    dependencies = os.path.join(sys.prefix, 'collections')
+    if not os.path.isdir(os.path.join(dependencies, 'ansible_collections', 'amazon', 'aws')):
+        pytest.fail('%s lacks amazon.aws: run scripts/install-collections.sh' % dependencies, pytrace=False)
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH='%s:%s' % (base, dependencies), ANSIBLE_HOME=str(base / '.ansible'),
                ANSIBLE_INVENTORY=str(inventory), ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0',
                ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_LOCALHOST_WARNING='0')
     for name in ('AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_PROFILE', 'AWS_SESSION_TOKEN'):
@@ -132,15 +137,15 @@ def run_playbook(env, tmp_path, play, *options):
 
 
 def run_module(env, tmp_path, endpoint, args, *options):
-    """Run backup_bucket once with ``args`` (plus the endpoint's connection options); return its result."""
+    """Run backup_lifecycle once with ``args`` (plus the endpoint's connection options); return its result."""
     result_file = tmp_path / ('result-%s.json' % uuid.uuid4().hex[:8])
-    module_args = dict(region=REGION, endpoint_url=endpoint, force_path_style=True, access_key=ACCESS_KEY,
-                       secret_key=SECRET_KEY)
+    module_args = dict(region=REGION, endpoint_url=endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY,
+                       aws_config={'s3': {'addressing_style': 'path'}})
     module_args.update(args)
     play = {
         'hosts': 'localhost', 'gather_facts': False,
         'tasks': [
-            {'name': 'Configure the bucket', 'miometry.pg_backup.backup_bucket': module_args,
+            {'name': 'Write the lifecycle rules', 'miometry.pg_backup.backup_lifecycle': module_args,
              'register': 'bucket_result', 'ignore_errors': True},
             {'name': 'Save the result', 'ansible.builtin.copy': {
                 'content': '{{ bucket_result | to_json }}', 'dest': str(result_file), 'mode': '0600'},
@@ -154,125 +159,6 @@ def run_module(env, tmp_path, endpoint, args, *options):
 
 def rules_by_id(s3, bucket):
     return dict((r['ID'], r) for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)['Rules'])
-
-
-BASE = dict(versioning=True, encryption='AES256', public_access_block=True, prefix='prod')
-
-
-def test_first_run_configures_the_bucket_and_the_second_changes_nothing(ansible_env, tmp_path, endpoint, s3):
-    bucket = new_bucket_name()
-    first = run_module(ansible_env, tmp_path, endpoint, dict(BASE, name=bucket))
-    assert not first.failed, first.stdout
-    assert first.result['changed'] is True and first.result['created'] is True
-    assert s3.get_bucket_location(Bucket=bucket)['LocationConstraint'] == REGION
-    assert s3.get_bucket_versioning(Bucket=bucket)['Status'] == 'Enabled'
-    sse = s3.get_bucket_encryption(Bucket=bucket)['ServerSideEncryptionConfiguration']['Rules'][0]
-    assert sse['ApplyServerSideEncryptionByDefault']['SSEAlgorithm'] == 'AES256'
-    assert all(s3.get_public_access_block(Bucket=bucket)['PublicAccessBlockConfiguration'].values())
-    rules = rules_by_id(s3, bucket)
-    assert sorted(rules) == ['pg-backup-abort-incomplete-multipart', 'pg-backup-daily-expiration',
-                             'pg-backup-monthly-expiration', 'pg-backup-noncurrent-expiration',
-                             'pg-backup-weekly-expiration']
-    assert rules['pg-backup-daily-expiration']['Expiration'] == {'Days': 30 + 30}
-    assert rules['pg-backup-monthly-expiration']['Expiration'] == {'Days': 84 * 31 + 30}
-    assert rules['pg-backup-daily-expiration']['Filter'] == {
-        'And': {'Prefix': 'prod/', 'Tags': [{'Key': 'tier', 'Value': 'daily'}]}}
-
-    second = run_module(ansible_env, tmp_path, endpoint, dict(BASE, name=bucket))
-    assert not second.failed, second.stdout
-    assert second.result['changed'] is False, second.result['actions']
-    assert second.result['actions'] == []
-
-
-def test_foreign_lifecycle_rules_are_preserved(ansible_env, tmp_path, endpoint, s3):
-    bucket = new_bucket_name()
-    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={'LocationConstraint': REGION})
-    foreign = {'ID': 'logs-expire', 'Status': 'Enabled', 'Filter': {'Prefix': 'logs/'}, 'Expiration': {'Days': 3}}
-    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={'Rules': [foreign]})
-    run = run_module(ansible_env, tmp_path, endpoint, dict(BASE, name=bucket))
-    assert not run.failed and run.result['changed'], run.stdout
-    rules = rules_by_id(s3, bucket)
-    assert rules['logs-expire'] == foreign
-    assert 'pg-backup-daily-expiration' in rules
-    again = run_module(ansible_env, tmp_path, endpoint, dict(BASE, name=bucket))
-    assert again.result['changed'] is False
-
-
-def test_check_mode_reports_the_change_and_changes_nothing(ansible_env, tmp_path, endpoint, s3):
-    bucket = new_bucket_name()
-    assert not run_module(ansible_env, tmp_path, endpoint, dict(BASE, name=bucket)).failed
-    changed = dict(BASE, name=bucket, versioning=False, retention={'daily_days': 14})
-    run = run_module(ansible_env, tmp_path, endpoint, changed, '--check')
-    assert not run.failed, run.stdout
-    assert run.result['changed'] is True
-    assert 'put_bucket_versioning Suspended' in run.result['actions']
-    assert 'put_bucket_lifecycle_configuration' in run.result['actions']
-    assert s3.get_bucket_versioning(Bucket=bucket)['Status'] == 'Enabled'
-    assert rules_by_id(s3, bucket)['pg-backup-daily-expiration']['Expiration'] == {'Days': 60}
-
-    missing = new_bucket_name()
-    run = run_module(ansible_env, tmp_path, endpoint, dict(BASE, name=missing), '--check')
-    assert run.result['changed'] is True and run.result['created'] is True
-    with pytest.raises(ClientError):
-        s3.head_bucket(Bucket=missing)
-
-
-def test_diff_shows_before_and_after(ansible_env, tmp_path, endpoint, s3):
-    bucket = new_bucket_name()
-    assert not run_module(ansible_env, tmp_path, endpoint, dict(BASE, name=bucket)).failed
-    run = run_module(ansible_env, tmp_path, endpoint, dict(BASE, name=bucket, expiration_margin_days=45), '--diff')
-    assert run.result['changed'] is True
-    assert '--- before' in run.stdout and '+++ after' in run.stdout
-    assert '-                \"Days\": 60' in run.stdout and '+                \"Days\": 75' in run.stdout
-    diff = run.result['diff']
-    daily = dict((r['ID'], r) for r in diff['after']['lifecycle_rules'])['pg-backup-daily-expiration']
-    assert daily['Expiration'] == {'Days': 75}
-    assert diff['before']['versioning'] == diff['after']['versioning'] == 'Enabled'
-
-
-def test_bucket_in_another_region_fails(ansible_env, tmp_path, endpoint):
-    bucket = new_bucket_name()
-    client(endpoint, 'us-west-2').create_bucket(Bucket=bucket,
-                                                CreateBucketConfiguration={'LocationConstraint': 'us-west-2'})
-    run = run_module(ansible_env, tmp_path, endpoint, dict(BASE, name=bucket))
-    assert run.failed
-    assert 'is in region us-west-2, not %s' % REGION in run.result['msg']
-
-
-def test_transitions_warn_about_minimum_duration_and_contradictions_fail(ansible_env, tmp_path, endpoint, s3):
-    bucket = new_bucket_name()
-    transitions = {'daily': [{'days': 10, 'storage_class': 'GLACIER'}]}
-    run = run_module(ansible_env, tmp_path, endpoint, dict(BASE, name=bucket, transitions=transitions))
-    assert not run.failed, run.stdout
-    assert 'billed for at least 90 days' in run.all_warnings()
-    assert rules_by_id(s3, bucket)['pg-backup-daily-transition']['Transitions'] == [
-        {'Days': 10, 'StorageClass': 'GLACIER'}]
-
-    late = {'daily': [{'days': 60, 'storage_class': 'GLACIER'}]}
-    run = run_module(ansible_env, tmp_path, endpoint, dict(BASE, name=bucket, transitions=late))
-    assert run.failed
-    assert 'contradictory lifecycle settings' in run.result['msg']
-    assert 'pg-backup-daily-transition' in rules_by_id(s3, bucket)  # nothing was changed
-
-
-def test_object_lock_is_set_on_creation_and_refused_afterwards(ansible_env, tmp_path, endpoint, s3):
-    bucket = new_bucket_name()
-    lock = {'mode': 'GOVERNANCE', 'days': 10}
-    run = run_module(ansible_env, tmp_path, endpoint, dict(BASE, name=bucket, object_lock=lock))
-    assert not run.failed, run.stdout
-    config = s3.get_object_lock_configuration(Bucket=bucket)['ObjectLockConfiguration']
-    assert config['ObjectLockEnabled'] == 'Enabled'
-    assert config['Rule']['DefaultRetention']['Mode'] == 'GOVERNANCE'
-    assert config['Rule']['DefaultRetention']['Days'] == 10
-    assert s3.get_bucket_versioning(Bucket=bucket)['Status'] == 'Enabled'
-    again = run_module(ansible_env, tmp_path, endpoint, dict(BASE, name=bucket, object_lock=lock))
-    assert again.result['changed'] is False, again.result['actions']
-
-    plain = new_bucket_name()
-    assert not run_module(ansible_env, tmp_path, endpoint, dict(BASE, name=plain)).failed
-    run = run_module(ansible_env, tmp_path, endpoint, dict(BASE, name=plain, object_lock=lock))
-    assert run.failed
-    assert 'Object Lock can only be enabled when a bucket is created' in run.result['msg']
 
 
 def role_play(endpoint, bucket, policy_dir, **extra):
@@ -307,7 +193,8 @@ def test_role_configures_the_bucket_and_writes_valid_policies(ansible_env, tmp_p
     assert not [a for a in writer if 'Delete' in a], writer
     reads = [s for s in policies['writer']['Statement'] if s['Effect'] == 'Allow' and 's3:GetObject' in s['Action']]
     assert reads[0]['Resource'] == ['arn:aws:s3:::%s/prod/*/manifest.json' % bucket,
-                                    'arn:aws:s3:::%s/prod/*/audit/*' % bucket]
+                                    'arn:aws:s3:::%s/prod/*/audit/*' % bucket,
+                                    'arn:aws:s3:::%s/prod/*/erasures/*' % bucket]
     denied = [a for s in policies['writer']['Statement'] if s['Effect'] == 'Deny' for a in s['Action']]
     assert 's3:DeleteObject' in denied
     pruner = allowed_actions(policies['pruner'])
@@ -327,3 +214,147 @@ def test_role_refuses_rules_shorter_than_a_clusters_retention(ansible_env, tmp_p
     assert 'S3 would expire backups the agent still keeps' in proc.stdout
     with pytest.raises(ClientError):
         s3.head_bucket(Bucket=bucket)
+
+
+def recap(proc):
+    lines = [line for line in proc.stdout.splitlines() if line.startswith('localhost') and 'changed=' in line]
+    assert len(lines) == 1, proc.stdout
+    return lines[0]
+
+
+def test_role_configures_a_new_bucket_then_a_second_run_and_check_mode_change_nothing(
+        ansible_env, tmp_path, endpoint, s3):
+    bucket = new_bucket_name()
+    play = role_play(endpoint, bucket, tmp_path / 'iam')
+    first = run_playbook(ansible_env, tmp_path, play)
+    assert first.returncode == 0, first.stdout
+    assert s3.get_bucket_location(Bucket=bucket)['LocationConstraint'] == REGION
+    assert s3.get_bucket_versioning(Bucket=bucket)['Status'] == 'Enabled'
+    sse = s3.get_bucket_encryption(Bucket=bucket)['ServerSideEncryptionConfiguration']['Rules'][0]
+    assert sse['ApplyServerSideEncryptionByDefault']['SSEAlgorithm'] == 'AES256'
+    assert all(s3.get_public_access_block(Bucket=bucket)['PublicAccessBlockConfiguration'].values())
+    rules = rules_by_id(s3, bucket)
+    assert sorted(rules) == ['pg-backup-abort-incomplete-multipart', 'pg-backup-daily-expiration',
+                             'pg-backup-monthly-expiration', 'pg-backup-noncurrent-expiration',
+                             'pg-backup-weekly-expiration']
+    assert rules['pg-backup-daily-expiration']['Expiration'] == {'Days': 30 + 30}
+    assert rules['pg-backup-monthly-expiration']['Expiration'] == {'Days': 84 * 31 + 30}
+    assert rules['pg-backup-daily-expiration']['Filter'] == {
+        'And': {'Prefix': 'prod/', 'Tags': [{'Key': 'tier', 'Value': 'daily'}]}}
+
+    again = run_playbook(ansible_env, tmp_path, play)
+    assert again.returncode == 0 and 'changed=0' in recap(again), again.stdout
+    check = run_playbook(ansible_env, tmp_path, play, '--check', '--diff')
+    assert check.returncode == 0 and 'changed=0' in recap(check), check.stdout
+
+
+def test_check_mode_reports_the_change_and_changes_nothing(ansible_env, tmp_path, endpoint, s3):
+    bucket = new_bucket_name()
+    assert run_playbook(ansible_env, tmp_path, role_play(endpoint, bucket, tmp_path / 'iam')).returncode == 0
+    changed = role_play(endpoint, bucket, tmp_path / 'iam', bucket_versioning=False,
+                        bucket_retention={'daily_days': 14, 'weekly_weeks': 12, 'monthly_months': 84})
+    run = run_playbook(ansible_env, tmp_path, changed, '--check')
+    assert run.returncode == 0, run.stdout
+    assert 'changed=2' in recap(run), run.stdout  # the bucket's settings and its lifecycle rules
+    assert "'versioning': 'Suspended'" in run.stdout or '"versioning": "Suspended"' in run.stdout, run.stdout
+    assert s3.get_bucket_versioning(Bucket=bucket)['Status'] == 'Enabled'
+    assert rules_by_id(s3, bucket)['pg-backup-daily-expiration']['Expiration'] == {'Days': 60}
+
+    missing = new_bucket_name()
+    run = run_playbook(ansible_env, tmp_path, role_play(endpoint, missing, tmp_path / 'iam2'), '--check')
+    assert run.returncode == 0 and 'changed=0' not in recap(run), run.stdout
+    with pytest.raises(ClientError):
+        s3.head_bucket(Bucket=missing)
+
+
+def test_diff_shows_the_lifecycle_rules_before_and_after(ansible_env, tmp_path, endpoint, s3):
+    bucket = new_bucket_name()
+    assert run_playbook(ansible_env, tmp_path, role_play(endpoint, bucket, tmp_path / 'iam')).returncode == 0
+    run = run_playbook(ansible_env, tmp_path,
+                       role_play(endpoint, bucket, tmp_path / 'iam', bucket_expiration_margin_days=45), '--diff')
+    assert run.returncode == 0, run.stdout
+    assert '--- before' in run.stdout and '+++ after' in run.stdout
+    assert '-                "Days": 60' in run.stdout and '+                "Days": 75' in run.stdout, run.stdout
+    assert rules_by_id(s3, bucket)['pg-backup-daily-expiration']['Expiration'] == {'Days': 75}
+
+
+def test_bucket_in_another_region_fails(ansible_env, tmp_path, endpoint):
+    bucket = new_bucket_name()
+    client(endpoint, 'us-west-2').create_bucket(Bucket=bucket,
+                                                CreateBucketConfiguration={'LocationConstraint': 'us-west-2'})
+    run = run_playbook(ansible_env, tmp_path, role_play(endpoint, bucket, tmp_path / 'iam'))
+    assert run.returncode != 0
+    assert 'is in region us-west-2, not %s' % REGION in run.stdout, run.stdout
+
+
+def test_missing_bucket_without_create_fails(ansible_env, tmp_path, endpoint):
+    run = run_playbook(ansible_env, tmp_path, role_play(endpoint, new_bucket_name(), tmp_path / 'iam',
+                                                        bucket_create=False))
+    assert run.returncode != 0
+    assert 'does not exist (bucket_create: false)' in run.stdout, run.stdout
+
+
+def test_public_access_block_false_removes_the_block_once(ansible_env, tmp_path, endpoint, s3):
+    bucket = new_bucket_name()
+    assert run_playbook(ansible_env, tmp_path, role_play(endpoint, bucket, tmp_path / 'iam')).returncode == 0
+    play = role_play(endpoint, bucket, tmp_path / 'iam', bucket_public_access_block=False)
+    run = run_playbook(ansible_env, tmp_path, play)
+    assert run.returncode == 0 and 'changed=0' not in recap(run), run.stdout
+    with pytest.raises(ClientError):
+        s3.get_public_access_block(Bucket=bucket)
+    again = run_playbook(ansible_env, tmp_path, play)
+    assert again.returncode == 0 and 'changed=0' in recap(again), again.stdout
+
+
+def test_object_lock_is_set_on_creation_and_refused_afterwards(ansible_env, tmp_path, endpoint, s3):
+    bucket = new_bucket_name()
+    lock = {'mode': 'GOVERNANCE', 'days': 10}
+    play = role_play(endpoint, bucket, tmp_path / 'iam', bucket_object_lock=lock)
+    run = run_playbook(ansible_env, tmp_path, play)
+    assert run.returncode == 0, run.stdout
+    config = s3.get_object_lock_configuration(Bucket=bucket)['ObjectLockConfiguration']
+    assert config['ObjectLockEnabled'] == 'Enabled'
+    assert config['Rule']['DefaultRetention']['Mode'] == 'GOVERNANCE'
+    assert config['Rule']['DefaultRetention']['Days'] == 10
+    assert s3.get_bucket_versioning(Bucket=bucket)['Status'] == 'Enabled'
+    again = run_playbook(ansible_env, tmp_path, play)
+    assert again.returncode == 0 and 'changed=0' in recap(again), again.stdout
+
+    plain = new_bucket_name()
+    assert run_playbook(ansible_env, tmp_path, role_play(endpoint, plain, tmp_path / 'iam')).returncode == 0
+    run = run_playbook(ansible_env, tmp_path, role_play(endpoint, plain, tmp_path / 'iam', bucket_object_lock=lock))
+    assert run.returncode != 0
+    assert 'object lock' in run.stdout.lower(), run.stdout
+    with pytest.raises(ClientError):
+        s3.get_object_lock_configuration(Bucket=plain)
+
+
+def test_lifecycle_module_preserves_foreign_rules(ansible_env, tmp_path, endpoint, s3):
+    bucket = new_bucket_name()
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={'LocationConstraint': REGION})
+    foreign = {'ID': 'logs-expire', 'Status': 'Enabled', 'Filter': {'Prefix': 'logs/'}, 'Expiration': {'Days': 3}}
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={'Rules': [foreign]})
+    run = run_module(ansible_env, tmp_path, endpoint, dict(name=bucket, prefix='prod'))
+    assert not run.failed and run.result['changed'], run.stdout
+    rules = rules_by_id(s3, bucket)
+    assert rules['logs-expire'] == foreign
+    assert 'pg-backup-daily-expiration' in rules and 'pg-backup-noncurrent-expiration' not in rules
+    again = run_module(ansible_env, tmp_path, endpoint, dict(name=bucket, prefix='prod'))
+    assert again.result['changed'] is False, again.stdout
+
+
+def test_transitions_warn_about_minimum_duration_and_contradictions_fail(ansible_env, tmp_path, endpoint, s3):
+    bucket = new_bucket_name()
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={'LocationConstraint': REGION})
+    transitions = {'daily': [{'days': 10, 'storage_class': 'GLACIER'}]}
+    run = run_module(ansible_env, tmp_path, endpoint, dict(name=bucket, prefix='prod', transitions=transitions))
+    assert not run.failed, run.stdout
+    assert 'billed for at least 90 days' in run.all_warnings()
+    assert rules_by_id(s3, bucket)['pg-backup-daily-transition']['Transitions'] == [
+        {'Days': 10, 'StorageClass': 'GLACIER'}]
+
+    late = {'daily': [{'days': 60, 'storage_class': 'GLACIER'}]}
+    run = run_module(ansible_env, tmp_path, endpoint, dict(name=bucket, prefix='prod', transitions=late))
+    assert run.failed
+    assert 'contradictory lifecycle settings' in run.result['msg']
+    assert 'pg-backup-daily-transition' in rules_by_id(s3, bucket)  # nothing was changed

@@ -1,5 +1,6 @@
-"""Verify the default scenario: files the roles wrote, the backup that side_effect took, in the bucket,
-and that miometry.pg_backup.backup_checksum passes for it. Runs on the control node (which is also the
+"""Verify the default scenario: files the roles wrote, the bucket's settings and lifecycle rules (bucket
+role), the backup that side_effect took, in the bucket, and that miometry.pg_backup.backup_checksum passes
+for it. Runs on the control node (which is also the
 database host: local connection)."""
 
 import os
@@ -90,6 +91,20 @@ def test_backup_landed_in_bucket(host, cluster):
     assert manifests, keys
     assert any(k.endswith(".dump.zst.gpg") and "-app." in k for k in keys), keys
     assert any(k.endswith("globals.sql.zst.gpg") for k in keys), keys
+
+
+def test_bucket_role_configured_the_bucket(host):
+    bucket = var(host, "pgb_test_bucket")
+    s3 = boto3.client("s3", endpoint_url=var(host, "pgb_test_s3_endpoint"), region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    assert all(s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"].values())
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
+    assert rules["pg-backup-daily-expiration"]["Expiration"] == {"Days": 30 + 30}
+    assert rules["pg-backup-daily-expiration"]["Filter"]["And"]["Prefix"] == "molecule/"
+    policy_dir = var(host, "bucket_policy_dir")
+    for duty in ("writer", "pruner", "restorer"):
+        assert host.file(f"{policy_dir}/{bucket}-{duty}.json").exists
 
 
 def test_backup_checksum_module(host, config_path):

@@ -2,7 +2,7 @@
 # Copyright: (c) 2026, miometry platform engineering
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Lifecycle rules derived from the agent's retention: the specification of backup_bucket's rules."""
+"""Lifecycle rules derived from the agent's retention: the specification of backup_lifecycle's rules."""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
@@ -161,13 +161,6 @@ def test_foreign_rule_that_expires_our_objects_early_warns():
                {'ID': 'logs', 'Status': 'Enabled', 'Filter': {'Prefix': 'logs/'}, 'Expiration': {'Days': 7}}]
     warnings = lifecycle.foreign_rule_warnings(current, 'prod', 30, {})
     assert len(warnings) == 1 and "'everything-7d'" in warnings[0]
-
-
-def test_object_lock_needs_a_mode_days_and_versioning():
-    assert lifecycle.object_lock_problems(None, False) == []
-    assert lifecycle.object_lock_problems({'mode': 'GOVERNANCE', 'days': 30}, None) == []
-    problems = lifecycle.object_lock_problems({'mode': 'FOREVER', 'days': 0}, False)
-    assert len(problems) == 3
 
 
 def test_object_lock_longer_than_an_expiration_warns():
