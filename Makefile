@@ -1,7 +1,7 @@
 # miometry.pg_backup: build and test entry points.
 #   make deps   Debian packages (PostgreSQL, gnupg, zstd, python3-venv), installed only if missing
-#   make venv   .venv from /usr/bin/python3 with requirements/ansible.txt (which includes test.txt)
-#               and the agent (editable)
+#   make venv   .venv from /usr/bin/python3 with requirements/ansible.txt (which includes test.txt),
+#               the agent (editable) and the collections of requirements/collections.txt
 #   make test   every test suite; exits non-zero if any fails (pytest's "no tests collected",
 #               exit 5, counts as a failure too: nothing here ignores an exit code)
 #   make demo   backup, list, verify and restore of a demo cluster (scripts/demo.sh)
@@ -33,7 +33,7 @@ deps:
 venv: deps $(VENV_STAMP) check-postgres-access
 
 # Rebuilt only when the requirements or the agent's packaging change.
-$(VENV_STAMP): requirements/agent.txt requirements/test.txt requirements/ansible.txt agent/pyproject.toml | deps
+$(VENV_STAMP): requirements/agent.txt requirements/test.txt requirements/ansible.txt requirements/collections.txt agent/pyproject.toml | deps
 	@umask 022
 	want=$$($(BASE_PYTHON) -c 'import sys; print(sys.base_prefix)')
 	if [ -x $(PY) ] && [ "$$($(PY) -c 'import sys; print(sys.base_prefix)' 2>/dev/null)" = "$$want" ]; then
@@ -45,6 +45,8 @@ $(VENV_STAMP): requirements/agent.txt requirements/test.txt requirements/ansible
 	fi
 	$(PIP) install -q -r requirements/ansible.txt
 	$(PIP) install -q -e ./agent
+	# galaxy.yml's collection dependencies, extracted from the pinned ansible wheel into $(VENV)/collections.
+	bash scripts/install-collections.sh $(VENV)
 	touch $@
 
 # galaxy-importer pins conflict with the collection tooling (attrs): it gets a venv of its own.

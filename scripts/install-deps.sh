@@ -5,7 +5,8 @@
 set -euo pipefail
 
 # prometheus: its promtool checks the agent's Prometheus output in the tests (health --format prometheus).
-packages=(postgresql postgresql-contrib gnupg zstd python3-venv prometheus "$@")
+# sq: Sequoia, a second OpenPGP implementation the tests decrypt backups and WAL with (test_openpgp_interop.py).
+packages=(postgresql postgresql-contrib gnupg zstd python3-venv prometheus sq "$@")
 
 is_installed() {
     local status

@@ -22,11 +22,12 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import __version__
 from . import config as config_mod
-from .audit import AuditRecord, write_local, write_remote
+from .audit import AuditRecord, redact_arguments, write_local, write_remote
 from .commands import CommandResult
 from .context import Context
 from .errors import (EXIT_CODES, EXIT_INTERNAL, EXIT_OK, ConfigError, Interrupted, PgBackupError, UsageError,
                      error_type_for)
+from .keys.arguments import add_keys_parser
 from .lock import ClusterLock
 from .manifest import parse_iso, utcnow
 from .progress import Progress
@@ -60,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retention tier (required for logical backups; physical backups default to daily)")
     b.add_argument("--physical", action="store_true",
                    help="take a physical base backup (pg_basebackup) for point-in-time recovery")
+    b.add_argument("--incremental", action="store_true",
+                   help="with --physical: incremental to the newest physical backup (PostgreSQL 17+, summarize_wal "
+                        "on); a full backup that says why when it cannot be, or exit 2 with physical.incremental "
+                        "always")
+    b.add_argument("--full", action="store_true", help="with --physical: a full backup whatever "
+                                                       "physical.incremental says (starts a new chain)")
     b.add_argument("--database", "-d", action="append", default=[], metavar="NAME",
                    help="back up only this database (repeatable)")
     b.add_argument("--skip-if-standby", action="store_true",
@@ -122,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--data-dir", metavar="DIR", help="scratch data directory (default under verify.scratch_dir)")
     dr.add_argument("--port", type=int, metavar="P", help="scratch port (default drill.port)")
     dr.add_argument("--keep", action="store_true", help="leave the restored server running for inspection")
+    dc = sub.add_parser("drill-chart", parents=[common],
+                        help="write the RTO/RPO history chart of every drill (PNG): drawn here with the charts "
+                             "extra, else the one the newest drill stored")
+    dc.add_argument("--output", "-o", required=True, metavar="FILE", help="PNG file to write")
 
     r = sub.add_parser("restore", parents=[common], help="restore one database of a logical backup")
     r.add_argument("backup_id")
@@ -150,6 +161,23 @@ def build_parser() -> argparse.ArgumentParser:
     csub.add_parser("validate", parents=[common], help="check the configuration and list every problem")
     csub.add_parser("reference", parents=[common], help="print the configuration reference (Markdown)")
 
+    e = sub.add_parser("erasure", parents=[common], help="the erasure register: erasures re-applied to every restore")
+    esub = e.add_subparsers(dest="erasure_command", metavar="ACTION", parser_class=_Parser)
+    ea = esub.add_parser("add", parents=[common], help="run DELETE/UPDATE statements in production (one transaction) "
+                                                        "and record them once committed")
+    ea.add_argument("--database", "-d", required=True, metavar="NAME", help="the database the statements run in")
+    ea.add_argument("--sql", action="append", default=[], metavar="SQL",
+                    help="DELETE or UPDATE statement(s) (repeatable); kept only in the encrypted record")
+    ea.add_argument("--request-id", metavar="R", help="the erasure request's reference (ticket, case number)")
+    ea.add_argument("--reason", metavar="TEXT", help="why (kept only in the encrypted record)")
+    el = esub.add_parser("list", parents=[common], help="decrypt and show the recorded erasures, oldest first")
+    el.add_argument("--database", "-d", metavar="NAME", help="only this database's records")
+    for parser in (r, pt):
+        parser.add_argument("--skip-erasure", action="append", default=[], metavar="ID",
+                            help="hand the data over without re-applying this erasure record (repeatable; audited)")
+        parser.add_argument("--skip-reason", metavar="TEXT", help="why the --skip-erasure records are skipped")
+
+    add_keys_parser(sub, common, _Parser)
     sub.add_parser("exit-codes", parents=[common], help="print the exit codes and their meaning")
     return p
 
@@ -175,7 +203,7 @@ def _backup(ctx: Context, args: argparse.Namespace) -> CommandResult:
     from .commands.backup import backup
 
     return backup(ctx, tier=args.tier, physical=args.physical, databases=args.database,
-                  skip_if_standby=args.skip_if_standby)
+                  skip_if_standby=args.skip_if_standby, incremental=args.incremental, full=args.full)
 
 
 def _list(ctx: Context, args: argparse.Namespace) -> CommandResult:
@@ -210,7 +238,8 @@ def _restore(ctx: Context, args: argparse.Namespace) -> CommandResult:
 
     return restore(ctx, backup_id=args.backup_id, database=args.database, target_database=args.target_database,
                    replace=args.replace, tables=args.table, schemas=args.schema, jobs=args.jobs,
-                   with_globals=args.with_globals, no_owner=args.no_owner)
+                   with_globals=args.with_globals, no_owner=args.no_owner,
+                   skip_erasures=_skips(args))
 
 
 def _prune(ctx: Context, args: argparse.Namespace) -> CommandResult:
@@ -249,7 +278,23 @@ def _pitr(ctx: Context, args: argparse.Namespace) -> CommandResult:
     return pitr(ctx, data_dir=args.data_dir, latest=args.latest, target_time=args.target_time,
                 target_lsn=args.target_lsn, target_xid=args.target_xid, target_name=args.target_name,
                 exclusive=args.exclusive, backup_id=args.backup_id, port=args.port, no_start=args.no_start,
-                keep_archiving=args.keep_archiving, tablespace_map=args.tablespace_map)
+                keep_archiving=args.keep_archiving, tablespace_map=args.tablespace_map, skip_erasures=_skips(args))
+
+
+def _skips(args: argparse.Namespace) -> Dict[str, str]:
+    from .erasure.replay import parse_skips
+
+    return parse_skips(args.skip_erasure, args.skip_reason)
+
+
+def _erasure(ctx: Context, args: argparse.Namespace) -> CommandResult:
+    from .commands.erasure import erasure_add, erasure_list
+
+    if args.erasure_command == "add":
+        return erasure_add(ctx, database=args.database, sql=args.sql, request_id=args.request_id, reason=args.reason)
+    if args.erasure_command == "list":
+        return erasure_list(ctx, database=args.database)
+    raise UsageError("erasure needs an action: add or list")
 
 
 def _drill(ctx: Context, args: argparse.Namespace) -> CommandResult:
@@ -258,13 +303,21 @@ def _drill(ctx: Context, args: argparse.Namespace) -> CommandResult:
     return drill(ctx, data_dir=args.data_dir, port=args.port, keep=args.keep)
 
 
+def _drill_chart(ctx: Context, args: argparse.Namespace) -> CommandResult:
+    from .commands.drill import drill_chart
+
+    return drill_chart(ctx, output=args.output)
+
+
 COMMANDS: Dict[str, Callable[[Context, argparse.Namespace], CommandResult]] = {
     "backup": _backup, "list": _list, "show": _show, "verify": _verify, "restore": _restore, "prune": _prune,
     "health": _health, "wal-push": _wal_push, "wal-fetch": _wal_fetch, "wal-check": _wal_check, "pitr": _pitr,
-    "drill": _drill,
+    "drill": _drill, "drill-chart": _drill_chart, "erasure": _erasure,
 }
 LOCKED = {"backup", "prune"}
-AUDITED = {"backup", "restore", "verify", "prune", "pitr", "drill"}
+AUDITED = {"backup", "restore", "verify", "prune", "pitr", "drill", "erasure"}
+#: Options whose values name data subjects: never in the (plaintext) audit trail.
+SENSITIVE_OPTIONS = ("--sql", "--reason")
 
 
 def _config_command(args: argparse.Namespace, path: str) -> CommandResult:
@@ -274,11 +327,19 @@ def _config_command(args: argparse.Namespace, path: str) -> CommandResult:
         return config_reference()
     if args.config_command != "validate":
         raise UsageError("config needs an action: validate or reference")
-    return config_validate(path=path)
+    return config_validate(path=path, now=_clock()())
 
 
 # -------------------------------------------------------------------------------------------------
 # Rendering a result: text lines, the JSON document, or raw output (Nagios, Prometheus).
+
+def _erasure_details(doc: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Which erasure records a restore re-applied and which it skipped (with the reasons), for the audit."""
+    if not isinstance(doc, dict):
+        return {}
+    return {"erasures_applied": [a["erasure_id"] for a in doc.get("applied", [])],
+            "erasures_skipped": doc.get("skipped") or None}
+
 
 def _emit(args: argparse.Namespace, command: str, result: CommandResult, exit_code: int,
           error: Optional[PgBackupError] = None) -> None:
@@ -331,19 +392,27 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not args.command:
             parser.print_help(sys.stderr)
             raise UsageError("no command given")
-        command = args.command if args.command != "config" else f"config {args.config_command or ''}".strip()
+        command = args.command if args.command not in ("config", "erasure", "keys") else \
+            f"{args.command} {getattr(args, args.command + '_command') or ''}".strip()
         if args.command == "exit-codes":
             from .commands.config import exit_codes
 
             result = exit_codes()
         elif args.command == "config":
             result = _config_command(args, config_mod.config_path(args.config))
+        elif args.command == "keys":
+            from .commands.keys import keys_command
+
+            result = keys_command(args.keys_command, vars(args), now=_clock()(),
+                                  load_settings=lambda: config_mod.load(args.config, check_files=False))
+            exit_code = result.exit_code
         else:
             settings = config_mod.load(args.config)
             progress = Progress(quiet=args.quiet)
             ctx = Context(settings, progress, clock=_clock())
             if args.command in AUDITED:
-                audit = AuditRecord(args.command, argv, settings.cluster, clock=ctx.clock)
+                audit = AuditRecord(command.replace(" ", "-"), redact_arguments(argv, SENSITIVE_OPTIONS),
+                                    settings.cluster, clock=ctx.clock)
             if args.command in LOCKED:
                 with ClusterLock(settings.paths.state_dir, ctx.cluster, " ".join(["pg-backup", *argv])):
                     result = COMMANDS[args.command](ctx, args)
@@ -377,7 +446,8 @@ def _write_audit(ctx: Context, audit: AuditRecord, result: CommandResult, exit_c
     outcome = result.audit_result or ("success" if exit_code == 0 else "failure")
     record = audit.finish(result=outcome, exit_code=exit_code, error=message,
                           backup_id=result.fields.get("backup_id"), bytes=result.fields.get("bytes"),
-                          restored_into=result.fields.get("target_database"))
+                          restored_into=result.fields.get("target_database"), erasure_id=result.fields.get("erasure_id"),
+                          **_erasure_details(result.fields.get("erasures")))
     warnings = [write_local(ctx.settings.audit_log_path, record)]
     try:
         warnings.append(write_remote(ctx.repo, record, audit.started))

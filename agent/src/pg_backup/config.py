@@ -38,11 +38,41 @@ class PostgresSettings:
     dbname: str = opt("postgres", "Maintenance database for catalog queries and for CREATE/ALTER DATABASE on restore.")
     bin_dir: Optional[str] = opt(None, "Directory holding pg_dump, pg_dumpall, pg_restore and psql; empty means "
                                  "the newest /usr/lib/postgresql/<major>/bin at least as new as the server, else PATH.")
+    server_bin_dir: Optional[str] = opt(None, "Directory holding the server programs of the cluster's own major "
+                                        "(postgres, pg_ctl, pg_combinebackup, pg_verifybackup, pg_waldump), which "
+                                        "pitr, verify --restore/--deep and drill run: they must be exactly the "
+                                        "backup's major, while bin_dir may be newer. Empty means bin_dir, then "
+                                        "/usr/lib/postgresql/<major>/bin, /usr/pgsql-<major>/bin, pg_config --bindir.",
+                                        example="/usr/lib/postgresql/17/bin")
     passfile: Optional[str] = opt(None, "libpq password file (mode 0600) when the role needs a password. "
                                   "Passwords never go in this configuration file.", secret_file=True)
-    sslmode: Optional[str] = opt(None, "libpq sslmode for TCP connections.",
+    sslmode: Optional[str] = opt(None, "libpq sslmode for TCP connections (SQL, pg_dump & co. and the replication "
+                                 "connection of physical backups); verify-full checks the server's certificate "
+                                 "and host name against sslrootcert.",
                                  choices=(None, "disable", "allow", "prefer", "require", "verify-ca", "verify-full"))
+    sslrootcert: Optional[str] = opt(None, "CA certificate file (PEM) the server's certificate must chain to "
+                                     "(libpq sslrootcert); empty uses libpq's default ~/.postgresql/root.crt.",
+                                     example="/etc/pg-backup/pg-ca.pem")
     connect_timeout: int = opt(10, "Seconds to wait for a connection before failing.", minimum=1, maximum=600)
+
+    def libpq_security(self) -> Dict[str, str]:
+        """The libpq parameters every connection of the agent carries (SQL, replication, client tools)."""
+        params = {"passfile": self.passfile, "sslmode": self.sslmode, "sslrootcert": self.sslrootcert}
+        return {k: v for k, v in params.items() if v}
+
+    def path_problems(self) -> List[str]:
+        """server_bin_dir must name a directory with postgres and pg_ctl (its major is checked when used:
+        it is the major of the backup being restored)."""
+        d = self.server_bin_dir
+        if not d:
+            return []
+        if not os.path.isabs(d):
+            return [f"postgres.server_bin_dir: must be an absolute path, got {d!r}"]
+        missing = [p for p in ("postgres", "pg_ctl") if not os.access(os.path.join(d, p), os.X_OK)]
+        if missing:
+            return [f"postgres.server_bin_dir: {d} has no runnable {' or '.join(missing)}; set it to the bin "
+                    f"directory of the cluster's PostgreSQL major"]
+        return []
 
 
 @dataclass
@@ -65,8 +95,10 @@ class S3Settings:
     region: Optional[str] = opt(None, "Region of the bucket; also checked against the bucket's real region "
                                 "(data locality).", example="eu-central-1")
     force_path_style: bool = opt(False, "Use path-style addressing (MinIO and most non-AWS stores need it).")
-    verify_tls: bool = opt(True, "Verify the endpoint's TLS certificate.")
-    ca_bundle: Optional[str] = opt(None, "CA bundle file to verify the endpoint's certificate with.")
+    verify_tls: bool = opt(True, "Verify the endpoint's TLS certificate (and host name). false is for "
+                           "tests only: every run and `health` warn about it.")
+    ca_bundle: Optional[str] = opt(None, "CA bundle (PEM) to verify the endpoint's certificate with, e.g. a "
+                                   "private CA; empty uses the system's CAs.", example="/etc/pg-backup/s3-ca.pem")
     credentials_file: Optional[str] = opt(None, "AWS-style credentials file (mode 0600) with aws_access_key_id and "
                                           "aws_secret_access_key; empty uses the instance/IAM role or the "
                                           "standard AWS environment.", secret_file=True)
@@ -79,8 +111,20 @@ class S3Settings:
                              "the default concurrency; parts grow only for objects beyond 2,000 parts.",
                              minimum=5, maximum=5120)
     max_concurrency: int = opt(2, "Parts uploaded in parallel.", minimum=1, maximum=16)
-    max_attempts: int = opt(10, "Attempts per request, with exponential backoff, before storage counts as unreachable.",
-                            minimum=1, maximum=50)
+    max_attempts: int = opt(3, "Attempts per request inside the S3 client (quick retries of throttling and "
+                            "server errors); a store that stays unreachable is then waited out for "
+                            "outage_tolerance_seconds.", minimum=1, maximum=50)
+    outage_tolerance_seconds: int = opt(300, "How long a storage outage is ridden out: a request that fails "
+                                        "(connection refused or cut, timeout, 5xx) is retried with backoff until "
+                                        "this many seconds have passed since it first failed; a multipart upload "
+                                        "resumes from the parts already stored. Beyond it the command fails with "
+                                        "exit 5 and commits nothing. 0 fails at the first outage.",
+                                        minimum=0, maximum=86400)
+    wal_push_outage_tolerance_seconds: int = opt(15, "The same for wal-push (archive_command): kept short because "
+                                                 "PostgreSQL's archiver retries a failed push itself (three "
+                                                 "times a second apart, then at the next segment or within "
+                                                 "a minute), and a push that waits holds the archiver.",
+                                                 minimum=0, maximum=3600)
     connect_timeout: int = opt(10, "Seconds to connect to the endpoint.", minimum=1, maximum=600)
     read_timeout: int = opt(120, "Seconds to wait for a response.", minimum=1, maximum=3600)
     restore_tier: str = opt("Standard", "Retrieval tier for objects in GLACIER/DEEP_ARCHIVE.",
@@ -126,7 +170,7 @@ class EncryptionSettings:
     mode: str = opt("public-key", "public-key: hosts hold only an OpenPGP public key and cannot read backups; "
                     "passphrase: one symmetric secret.", choices=("public-key", "passphrase"))
     public_key_file: Optional[str] = opt(None, "OpenPGP public key (armored or binary) new backups are "
-                                         "encrypted to (public-key mode).")
+                                         "encrypted to (public-key mode); 'pg-backup keys create' makes the pair.")
     private_key_files: List[str] = opt([], "OpenPGP secret keys (mode 0600) for restore and deep verify; "
                                        "list old keys too after a rotation. Only needed where restores run.",
                                        secret_file=True)
@@ -136,7 +180,8 @@ class EncryptionSettings:
                                          "(passphrase mode).", secret_file=True)
     old_passphrase_files: List[str] = opt([], "Previous passphrases (0600 files) still needed to read older "
                                           "backups after a rotation.", secret_file=True)
-    gpg_binary: str = opt("gpg", "GnuPG 2.2+ executable.")
+    gpg_binary: str = opt("gpg", "GnuPG 2.2+ executable (the packet format it writes is pinned: SEIPD v1, "
+                                 "AES-256, never AEAD).")
 
 
 @dataclass
@@ -194,6 +239,14 @@ class PhysicalSettings:
     wal_wait_seconds: int = opt(300, "After the base backup, wait this long for its last WAL segment to reach the "
                                 "archive; the backup is committed only once it is there (without it the backup "
                                 "cannot be restored).", minimum=1, maximum=86400)
+    incremental: str = opt("never", "Incremental base backups (PostgreSQL 17+ with summarize_wal = on): never "
+                           "(every 'backup --physical' is full), auto (incremental to the newest physical backup "
+                           "when it can be, else a full backup that says why) or always (incremental or refuse, "
+                           "exit 2). 'backup --physical --incremental' asks for auto (always if set); '--full' "
+                           "forces a full backup.", choices=("never", "auto", "always"))
+    max_chain: int = opt(6, "Most incremental backups on one full backup: when the newest chain has this many, the "
+                         "next physical backup is full (restore time and risk grow with the chain).",
+                         minimum=1, maximum=100)
 
 
 @dataclass
@@ -293,6 +346,12 @@ class Settings:
         return self.wal.spool_dir or os.path.join(self.paths.state_dir, "wal-spool")
 
     @property
+    def backup_manifests_path(self) -> str:
+        """Plaintext backup_manifest of the newest physical backup taken here, per cluster: the parent of
+        the next incremental backup (the host cannot decrypt the repository in public-key mode)."""
+        return os.path.join(self.paths.state_dir, "backup-manifests")
+
+    @property
     def scratch_path(self) -> str:
         return self.verify.scratch_dir or os.path.join(self.paths.state_dir, "scratch")
 
@@ -365,6 +424,11 @@ def semantic_problems(s: Settings, *, check_files: bool = True) -> List[str]:
         problems.append("verify.checks: check names must be unique (they name the results in reports)")
     if check_files:
         secret_file_problems(s, problems)
+        problems.extend(s.postgres.path_problems())
+        if s.postgres.sslrootcert and not os.path.isfile(s.postgres.sslrootcert):
+            problems.append(f"postgres.sslrootcert: file {s.postgres.sslrootcert} does not exist")
+        if repo.type == "s3" and repo.s3.ca_bundle and not os.path.isfile(repo.s3.ca_bundle):
+            problems.append(f"repository.s3.ca_bundle: file {repo.s3.ca_bundle} does not exist")
         if enc.public_key_file and not os.path.exists(enc.public_key_file):
             problems.append(f"encryption.public_key_file: file {enc.public_key_file} does not exist")
     return problems
