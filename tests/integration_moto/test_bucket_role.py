@@ -164,7 +164,7 @@ def rules_by_id(s3, bucket):
 def role_play(endpoint, bucket, policy_dir, **extra):
     role_vars = dict(bucket_name=bucket, bucket_region=REGION, bucket_prefix='prod', bucket_endpoint_url=endpoint,
                      bucket_force_path_style=True, bucket_access_key=ACCESS_KEY, bucket_secret_key=SECRET_KEY,
-                     bucket_policy_dir=str(policy_dir))
+                     bucket_policy_dir=str(policy_dir), bucket_policy_clusters=['main'])
     role_vars.update(extra)
     return {'hosts': 'localhost', 'gather_facts': False, 'vars': role_vars,
             'roles': [{'role': 'miometry.pg_backup.bucket'}]}
@@ -179,30 +179,47 @@ def test_role_configures_the_bucket_and_writes_valid_policies(ansible_env, tmp_p
     bucket = new_bucket_name()
     policy_dir = tmp_path / 'iam'
     play = role_play(endpoint, bucket, policy_dir)
+    # bucket_policy_clusters' default: the agent_clusters of the inventory's hosts, less those in another bucket.
+    del play['vars']['bucket_policy_clusters']
+    play['pre_tasks'] = [{'name': 'The hosts\' clusters', 'ansible.builtin.set_fact': {'agent_clusters': [
+        {'name': 'main', 'config': {'repository': {'s3': {'bucket': bucket}}}},
+        {'name': 'billing'},
+        {'name': 'elsewhere', 'config': {'repository': {'s3': {'bucket': 'another-bucket'}}}}]}}]
     proc = run_playbook(ansible_env, tmp_path, play)
     assert proc.returncode == 0, proc.stdout
     assert s3.get_bucket_versioning(Bucket=bucket)['Status'] == 'Enabled'
+    written = sorted(p.name for p in policy_dir.iterdir())
+    names = ('pruner-billing', 'pruner-main', 'restorer', 'writer-billing', 'writer-main')
+    assert written == ['%s-%s.json' % (bucket, n) for n in names]
     policies = {}
-    for duty in ('writer', 'pruner', 'restorer'):
-        with open(str(policy_dir / ('%s-%s.json' % (bucket, duty)))) as f:
-            policies[duty] = json.load(f)
-        assert policies[duty]['Version'] == '2012-10-17'
-    writer = allowed_actions(policies['writer'])
+    for name in ('writer-main', 'pruner-main', 'restorer'):
+        with open(str(policy_dir / ('%s-%s.json' % (bucket, name)))) as f:
+            policies[name] = json.load(f)
+        assert policies[name]['Version'] == '2012-10-17'
+    writer = allowed_actions(policies['writer-main'])
     assert {'s3:ListBucket', 's3:PutObject', 's3:PutObjectTagging', 's3:AbortMultipartUpload',
             's3:ListMultipartUploadParts', 's3:GetObject'} <= writer
     assert not [a for a in writer if 'Delete' in a], writer
-    reads = [s for s in policies['writer']['Statement'] if s['Effect'] == 'Allow' and 's3:GetObject' in s['Action']]
-    assert reads[0]['Resource'] == ['arn:aws:s3:::%s/prod/*/manifest.json' % bucket,
-                                    'arn:aws:s3:::%s/prod/*/audit/*' % bucket,
-                                    'arn:aws:s3:::%s/prod/*/erasures/*' % bucket]
-    denied = [a for s in policies['writer']['Statement'] if s['Effect'] == 'Deny' for a in s['Action']]
+    puts = [s for s in policies['writer-main']['Statement'] if s['Effect'] == 'Allow' and 's3:PutObject' in s['Action']]
+    assert [s['Resource'] for s in puts] == [['arn:aws:s3:::%s/prod/main/*' % bucket]] * 2
+    assert [s['Condition'] for s in puts] == [
+        {'Null': {'s3:if-none-match': 'false'}, 'StringEquals': {'s3:if-none-match': '*'}},
+        {'Bool': {'s3:ObjectCreationOperation': 'false'}}]
+    denied = [a for s in policies['writer-main']['Statement'] if s['Effect'] == 'Deny' for a in s['Action']]
     assert 's3:DeleteObject' in denied
-    pruner = allowed_actions(policies['pruner'])
+    pruner = allowed_actions(policies['pruner-main'])
     assert 's3:DeleteObject' in pruner and 's3:DeleteObjectVersion' not in pruner
-    assert {'s3:GetObject', 's3:RestoreObject'} <= allowed_actions(policies['restorer'])
+    assert {'s3:GetObject', 's3:GetObjectVersion', 's3:RestoreObject'} <= allowed_actions(policies['restorer'])
 
     again = run_playbook(ansible_env, tmp_path, play)
     assert again.returncode == 0 and 'changed=0' in again.stdout, again.stdout
+
+
+def test_policies_need_a_cluster(ansible_env, tmp_path, endpoint, s3):
+    play = role_play(endpoint, new_bucket_name(), tmp_path / 'iam', bucket_policy_clusters=[])
+    proc = run_playbook(ansible_env, tmp_path, play, '--tags', 'bucket_policies')
+    assert proc.returncode != 0
+    assert 'bucket_policies: no cluster stores in bucket' in proc.stdout, proc.stdout
 
 
 def test_role_refuses_rules_shorter_than_a_clusters_retention(ansible_env, tmp_path, endpoint, s3):

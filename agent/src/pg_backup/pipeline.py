@@ -31,6 +31,8 @@ class StoreResult:
     size: int
     sha256: str
     raw_size: int
+    #: The version the store gave the object (a versioned bucket), for the manifest; None elsewhere.
+    version_id: Optional[str] = None
 
 
 class _Feeder(threading.Thread):
@@ -152,8 +154,9 @@ def store_stream(source: BinaryIO, storage: Storage, key: str, gpg: GnuPG, *, wh
         finish_source()
 
     with EncryptedStream(gpg, compress, what=what, background=background) as stream:
-        size = storage.put_stream(key, ciphertext(stream), options)
-    return StoreResult(size=size, sha256=digest.hexdigest(), raw_size=reader.count)
+        stored = storage.put_stream(key, ciphertext(stream), options)
+    return StoreResult(size=int(stored), sha256=digest.hexdigest(), raw_size=reader.count,
+                       version_id=getattr(stored, "version_id", None))
 
 
 def lower_priority(pid: int) -> None:

@@ -56,3 +56,17 @@ def test_missing_object_and_bad_keys(tmp_path):
         list(storage.iter_chunks("nope"))
     with pytest.raises(StorageError):
         storage.head("../escape")
+
+
+def test_writes_never_replace_an_object_by_default_and_carry_no_version(tmp_path):
+    from pg_backup.errors import EXIT_INTEGRITY
+    from pg_backup.storage.base import ObjectExists
+
+    storage = LocalStorage(str(tmp_path))
+    stored = storage.put_bytes("c/backups/x/manifest.json", b"{}")
+    assert stored == 2 and stored.version_id is None
+    with pytest.raises(ObjectExists) as clash:
+        storage.put_stream("c/backups/x/manifest.json", iter([b"forged"]))
+    assert clash.value.exit_code == EXIT_INTEGRITY and "nothing was overwritten" in str(clash.value)
+    assert storage.get_bytes("c/backups/x/manifest.json") == b"{}"
+    assert list(storage.list_incomplete("c/")) == []

@@ -14,7 +14,7 @@ from typing import Dict, Iterable, Iterator, List, Optional
 
 from .. import objmeta
 from ..errors import NotFoundError, StorageError
-from .base import IncompleteUpload, ObjectInfo, PutOptions, Storage
+from .base import IncompleteUpload, ObjectExists, ObjectInfo, PutOptions, Storage, Stored
 
 _TMP_MARK = ".tmp-"
 _META_SUFFIX = objmeta.META_SUFFIX
@@ -65,7 +65,7 @@ class LocalStorage(Storage):
 
     # -- writes ------------------------------------------------------------------------------
     def put_stream(self, key: str, chunks: Iterable[bytes], options: PutOptions = PutOptions(), *,
-                   overwrite: bool = True) -> int:
+                   overwrite: bool = False) -> Stored:
         final = self._path(key)
         directory = os.path.dirname(final)
         self._makedirs(directory)
@@ -93,7 +93,7 @@ class LocalStorage(Storage):
             self._commit(tmp, final, directory, overwrite, sidecar)
         except FileExistsError:
             _unlink_quietly(tmp)
-            raise FileExistsError(key) from None
+            raise ObjectExists(key, final) from None
         except OSError as exc:
             _unlink_quietly(tmp)
             raise StorageError(f"cannot write {final}: {exc.strerror}",
@@ -101,7 +101,7 @@ class LocalStorage(Storage):
         except BaseException:
             _unlink_quietly(tmp)
             raise
-        return size
+        return Stored(size)
 
     def _commit(self, tmp: str, final: str, directory: str, overwrite: bool, sidecar: Optional[bytes]) -> None:
         """Make a written, fsynced temp file visible under its final name (atomically), then fsync the
@@ -136,8 +136,8 @@ class LocalStorage(Storage):
             raise
 
     def put_bytes(self, key: str, data: bytes, options: PutOptions = PutOptions(), *,
-                  overwrite: bool = True) -> None:
-        self.put_stream(key, [data], options, overwrite=overwrite)
+                  overwrite: bool = False) -> Stored:
+        return self.put_stream(key, [data], options, overwrite=overwrite)
 
     # -- reads -------------------------------------------------------------------------------
     def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:

@@ -5,6 +5,9 @@ Memory stays bounded: a part's bytes are kept only until the store acknowledged 
 re-sends exactly the same bytes, with the same Content-MD5), and at most ``max_concurrency`` parts are
 in flight besides the one being filled; the producer (pg_dump, a base backup) waits meanwhile.
 
+No overwrite: CompleteMultipartUpload carries ``If-None-Match: *`` (the parts carry no condition: S3
+checks it when the object is created); a key that exists by then fails the upload, which is aborted.
+
 Failure: nothing is committed (the object exists only after CompleteMultipartUpload). When the
 producer failed or a signal arrived, the upload is aborted at once (best effort). When storage itself
 stayed unreachable beyond the outage window, the upload is left as it is: the store is not answering
@@ -19,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Dict, Iterator, List
 
 from ..errors import StorageError
-from .base import PutOptions
+from .base import PutOptions, Stored
 from .outage import StorageUnreachable
 
 MAX_PARTS = 10000
@@ -65,8 +68,9 @@ class MultipartUpload:
         self._stop = threading.Event()
         self._part_number = 1
         self.total = 0
+        self.version_id: Any = None
 
-    def run(self, first: List[bytes], rest: Iterator[bytes]) -> int:
+    def run(self, first: List[bytes], rest: Iterator[bytes]) -> Stored:
         """Upload the chunks already held (``first``, at least one part's worth) and everything after."""
         st = self.storage
         base = st.settings.part_size_mib * MIB
@@ -100,7 +104,7 @@ class MultipartUpload:
                 self._abort()
             raise
         pool.shutdown(wait=True)
-        return self.total
+        return Stored(self.total, self.version_id)
 
     def _submit(self, pool: ThreadPoolExecutor, held: List[bytes]) -> None:
         if self._part_number > MAX_PARTS:
@@ -144,18 +148,21 @@ class MultipartUpload:
             try:
                 return st.client.complete_multipart_upload(**extra, **complete)
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") == "NoSuchUpload" and st.etag_of(self.key) == expected:
-                    return None
+                if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
+                    found = st.current(self.key)
+                    if found is not None and found.get("ETag") == expected:
+                        return found
                 raise
 
         with st._errors("completing upload of", self.key):
             if self.overwrite or not st._conditional_writes:
-                st.window.call(request, f"completing upload of {self.key}")
+                answer = st.window.call(request, f"completing upload of {self.key}")
             else:
-                st._conditional(lambda: st.window.call(lambda: request(IfNoneMatch="*"),
-                                                       f"completing upload of {self.key}"),
-                                self.key, lambda: st.window.call(request, f"completing upload of {self.key}"),
-                                expected_etag=expected)
+                answer = st._conditional(lambda: st.window.call(lambda: request(IfNoneMatch="*"),
+                                                                f"completing upload of {self.key}"),
+                                         self.key, lambda: st.window.call(request, f"completing upload of {self.key}"),
+                                         expected_etag=expected)
+        self.version_id = st.version_of(answer)
 
     def _abort(self) -> None:
         st = self.storage

@@ -10,12 +10,16 @@
   resumes at the offset reached, a TLS certificate problem fails at once.
 - Atomicity: an object exists only once complete. A failed multipart upload is aborted, except when
   the store stayed unreachable: then it is left for ``prune``.
+- No overwrite: every PutObject and CompleteMultipartUpload carries ``If-None-Match: *`` (the bucket
+  role's policies refuse any other); 412 PreconditionFailed becomes ObjectExists (exit 4), and a
+  multipart upload refused at completion is aborted, so nothing is committed.
+- Versions: a write returns the store's VersionId; a pinned key (``pin_version``) is read at that
+  version, and a current version that differs (overwritten, or deleted) is warned about once.
 - Archived classes (GLACIER, DEEP_ARCHIVE) are retrieved by the agent itself (``make_readable``).
 """
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 import threading
 import time
@@ -23,16 +27,25 @@ import urllib.parse
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 from ..config import S3Settings
-from ..errors import NotFoundError, PgBackupError, StorageError
-from .base import IncompleteUpload, ObjectInfo, ProgressFn, PutOptions, Storage
+from ..errors import StorageError
+from .base import IncompleteUpload, ObjectExists, ObjectInfo, ProgressFn, PutOptions, Storage, Stored
 from .multipart import MAX_PARTS, MIB, MultipartUpload, md5_b64, part_size_for  # noqa: F401 - MAX_PARTS re-exported
-from .outage import OutageExceeded, OutageWindow, StorageUnreachable, certificate_problem, is_transient
+from .outage import OutageExceeded, OutageWindow, StorageUnreachable, is_transient
+from .s3errors import translated
 
 ARCHIVED_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
 
 
 def tagging(tags: Dict[str, str]) -> str:
     return urllib.parse.urlencode(sorted(tags.items()))
+
+
+def version_of(answer: Optional[Dict[str, Any]]) -> Optional[str]:
+    """The version id of a write's answer; None without versioning. "null" (a bucket whose versioning is
+    suspended, or a store that answers it for unversioned buckets) names no version that a later write
+    could not replace, so it is not recorded either."""
+    version = (answer or {}).get("VersionId")
+    return version if version and version != "null" else None
 
 
 def join_key(prefix: str, key: str) -> str:
@@ -53,6 +66,9 @@ class S3Storage(Storage):
         self.window = OutageWindow(settings.outage_tolerance_seconds, endpoint, warn)
         #: False once the store answered a conditional write (If-None-Match) with NotImplemented.
         self._conditional_writes = True
+        #: key -> the version id a manifest recorded for it (``pin_version``); keys checked for a newer version.
+        self._pins: Dict[str, str] = {}
+        self._checked: set = set()
 
     def for_archive_command(self) -> None:
         self.window = OutageWindow(self.settings.wal_push_outage_tolerance_seconds, self.window.endpoint, self._warn,
@@ -107,61 +123,10 @@ class S3Storage(Storage):
     def _rel(self, full: str) -> str:
         return full[len(self.prefix) + 1:] if self.prefix else full
 
-    @contextlib.contextmanager
-    def _errors(self, action: str, key: Optional[str] = None) -> Iterator[None]:
-        """Every boto3 failure becomes one clear StorageError line (never with credentials)."""
-        from botocore import exceptions as bx
-
-        where = f"s3://{self.bucket}/{self._key(key) if key is not None else ''}"
-        endpoint = self.settings.endpoint_url or "AWS"
-        waited = ""
-        try:
-            try:
-                yield
-            except OutageExceeded as outage:
-                waited = f" for {outage.waited:.0f} s"
-                raise outage.last from None
-        except (NotFoundError, StorageError, FileExistsError):
-            raise
-        except bx.ClientError as exc:
-            err = exc.response.get("Error", {})
-            code = err.get("Code", "?")
-            if code in ("NoSuchKey", "404", "NotFound") and key is not None:
-                raise NotFoundError(f"object {where} does not exist") from None
-            if code == "NoSuchBucket" or (key is None and code in ("404", "NotFound")):
-                raise StorageError(f"bucket {self.bucket} does not exist at {endpoint}",
-                                   hint="create it (the bucket role does) or fix repository.s3.bucket") from None
-            if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
-                raise StorageError(f"{action} {where} refused by {endpoint}: {code}",
-                                   hint="check the credentials and the IAM policy of this host") from None
-            raise StorageError(f"{action} {where} failed at {endpoint}{waited}: {code} "
-                               f"{err.get('Message', '')}".rstrip()) from None
-        except bx.NoCredentialsError:
-            raise StorageError(f"no S3 credentials for {endpoint}",
-                               hint="set repository.s3.credentials_file or give the host an IAM role") from None
-        except bx.SSLError as exc:
-            problem = certificate_problem(exc)
-            if problem is None:
-                raise StorageUnreachable(f"storage unreachable{waited}: {action} {where} at {endpoint}: TLS connection "
-                                   f"failed", hint="check the network and the store") from None
-            raise StorageError(f"TLS certificate of {endpoint} not trusted: {problem}",
-                               hint="set repository.s3.ca_bundle to the CA that signed the endpoint's certificate "
-                                    "(and check the host name in endpoint_url)") from None
-        except (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError,
-                bx.ConnectionClosedError, bx.ConnectionError, bx.HTTPClientError, bx.IncompleteReadError) as exc:
-            inner = getattr(exc, "kwargs", {}).get("error")
-            if isinstance(inner, PgBackupError):  # e.g. Interrupted by a signal inside the HTTP client
-                raise inner from None
-            raise StorageUnreachable(f"storage unreachable{waited}: {action} {where} at {endpoint}: "
-                                     f"{exc.__class__.__name__}",
-                                     hint="check repository.s3.endpoint_url, the network and the store "
-                                          "(repository.s3.outage_tolerance_seconds: how long an outage is waited out)"
-                                     ) from None
-        except bx.BotoCoreError as exc:
-            inner = getattr(exc, "kwargs", {}).get("error")
-            if isinstance(inner, PgBackupError):  # e.g. Interrupted by a signal inside the HTTP client
-                raise inner from None
-            raise StorageError(f"{action} {where} failed at {endpoint}: {exc}") from None
+    def _errors(self, action: str, key: Optional[str] = None) -> Any:
+        """A context in which every boto3 failure becomes one clear StorageError line (:mod:`.s3errors`)."""
+        return translated(self.bucket, f"s3://{self.bucket}/{self._key(key) if key is not None else ''}",
+                          self.settings.endpoint_url or "AWS", action, key)
 
     def _call(self, action: str, key: Optional[str], request: Callable[[], Any]) -> Any:
         """One storage request, retried through an outage of up to outage_tolerance_seconds."""
@@ -186,7 +151,7 @@ class S3Storage(Storage):
 
     # -- writes --------------------------------------------------------------------------------
     def put_stream(self, key: str, chunks: Iterable[bytes], options: PutOptions = PutOptions(), *,
-                   overwrite: bool = True) -> int:
+                   overwrite: bool = False) -> Stored:
         base = self.settings.part_size_mib * MIB
         iterator = iter(chunks)
         # Chunks are collected in a list and joined once per part: one copy per byte, and a part
@@ -199,50 +164,57 @@ class S3Storage(Storage):
             if held_size >= part_size_for(1, base):
                 break
         else:
-            data = b"".join(held)
-            self.put_bytes(key, data, options, overwrite=overwrite)
-            return len(data)
+            return self.put_bytes(key, b"".join(held), options, overwrite=overwrite)
         if not overwrite and not self._conditional_writes and self.head(key) is not None:
-            raise FileExistsError(key)
+            raise self.exists_error(key)
         return MultipartUpload(self, key, options, overwrite).run(held, iterator)
 
-    def etag_of(self, key: str) -> Optional[str]:
-        """The stored object's ETag, or None if there is none."""
+    version_of = staticmethod(version_of)
+
+    def exists_error(self, key: str) -> ObjectExists:
+        return ObjectExists(key, f"s3://{self.bucket}/{self._key(key)}")
+
+    def current(self, key: str) -> Optional[Dict[str, Any]]:
+        """HEAD of the key's current version (ETag, VersionId, ...), or None if there is none."""
         from botocore.exceptions import ClientError
 
         try:
             return self.window.call(lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(key)),
-                                    f"inspecting {key}").get("ETag")
+                                    f"inspecting {key}")
         except ClientError:
             return None
 
+    def etag_of(self, key: str) -> Optional[str]:
+        """The stored object's ETag, or None if there is none."""
+        return (self.current(key) or {}).get("ETag")
+
     def _conditional(self, attempt: Callable[[], Any], key: str, unconditional: Callable[[], Any], *,
-                     expected_etag: Optional[str] = None) -> None:
-        """Run a create-if-absent request; FileExistsError if the key exists. A store without
-        conditional writes (NotImplemented) is remembered and served by check-then-write.
+                     expected_etag: Optional[str] = None) -> Any:
+        """Run a create-if-absent request and return its answer; ObjectExists if the key exists. A store
+        without conditional writes (NotImplemented) is remembered and served by check-then-write.
         ``expected_etag``: what the object has if this very write created it -- a write whose answer was
         lost and that was sent again finds its own object there, which is success, not a conflict."""
         from botocore.exceptions import ClientError
 
         try:
-            attempt()
-            return
+            return attempt()
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
-                if expected_etag is not None and self.etag_of(key) == expected_etag:
-                    return
-                raise FileExistsError(key) from None
+                found = self.current(key) if expected_etag is not None else None
+                if found is not None and found.get("ETag") == expected_etag:
+                    return found
+                raise self.exists_error(key) from None
             if code not in ("NotImplemented", "InvalidArgument", "InvalidRequest") and status != 501:
                 raise
         self._conditional_writes = False
         if self.head(key) is not None:
-            raise FileExistsError(key)
-        unconditional()
+            raise self.exists_error(key)
+        return unconditional()
 
     def put_bytes(self, key: str, data: bytes, options: PutOptions = PutOptions(), *,
-                  overwrite: bool = True, content_md5: Optional[str] = None) -> None:
+                  overwrite: bool = False, content_md5: Optional[str] = None) -> Stored:
         """``content_md5`` (base64) may be passed when the caller already hashed ``data``."""
         md5 = content_md5 or md5_b64(data)
         args = dict(Bucket=self.bucket, Key=self._key(key), Body=data, ContentMD5=md5, **self._put_args(options))
@@ -252,15 +224,16 @@ class S3Storage(Storage):
 
         with self._errors("writing", key):
             if overwrite:
-                put()
+                answer = put()
             elif not self._conditional_writes:
                 # The store does not support conditional writes: check, then write.
                 if self.head(key) is not None:
-                    raise FileExistsError(key)
-                put()
+                    raise self.exists_error(key)
+                answer = put()
             else:
-                self._conditional(lambda: put(IfNoneMatch="*"), key, put,
-                                  expected_etag=f'"{base64.b64decode(md5).hex()}"')
+                answer = self._conditional(lambda: put(IfNoneMatch="*"), key, put,
+                                           expected_etag=f'"{base64.b64decode(md5).hex()}"')
+        return Stored(len(data), version_of(answer))
 
     # -- reads ---------------------------------------------------------------------------------
     def iter_chunks(self, key: str, chunk_size: int = MIB) -> Iterator[bytes]:
@@ -296,8 +269,34 @@ class S3Storage(Storage):
             finally:
                 body[0].close()
 
+    def pin_version(self, key: str, version_id: Optional[str]) -> None:
+        if version_id and version_id != "null":
+            self._pins[key] = version_id
+
+    def _version(self, key: str) -> Dict[str, Any]:
+        """The VersionId argument of a request on ``key``: the pinned version, if any."""
+        pinned = self._pins.get(key)
+        return {"VersionId": pinned} if pinned else {}
+
+    def _check_current(self, key: str) -> None:
+        """Warn (once per key) when the current version of a pinned key is not the recorded one: someone
+        with more than writer rights replaced or deleted it after the backup. The recorded one is read."""
+        pinned = self._pins.get(key)
+        if not pinned or key in self._checked or self._warn is None:
+            return
+        self._checked.add(key)
+        with self._errors("inspecting", key):
+            now = self.current(key)
+        if now is None or now.get("VersionId") != pinned:
+            state = f"replaced by version {now.get('VersionId')}" if now else "deleted"
+            self._warn(f"s3://{self.bucket}/{self._key(key)} was {state} after the backup wrote it; reading the "
+                       f"version the manifest records ({pinned}): find out who changed it")
+
     def _open_body(self, key: str, full: str, offset: int, etag: Optional[str]) -> Any:
         extra: Dict[str, Any] = {"Range": f"bytes={offset}-", "IfMatch": etag} if offset else {}
+        extra.update(self._version(key))
+        if not offset:
+            self._check_current(key)
         with self._errors("reading", key):
             try:
                 response = self.window.call(lambda: self.client.get_object(Bucket=self.bucket, Key=full, **extra),
@@ -315,8 +314,8 @@ class S3Storage(Storage):
 
         with self._errors("inspecting", key):
             try:
-                h = self.window.call(lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(key)),
-                                     f"inspecting {key}")
+                h = self.window.call(lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(key),
+                                                                     **self._version(key)), f"inspecting {key}")
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                     return None
@@ -327,7 +326,8 @@ class S3Storage(Storage):
             restore = h.get("Restore") or ""
             state = "restoring" if 'ongoing-request="true"' in restore else "restored" if restore else "archived"
         return ObjectInfo(key, h["ContentLength"], h["LastModified"], storage_class, state,
-                          metadata=dict(h.get("Metadata") or {}))
+                          metadata=dict(h.get("Metadata") or {}), lock_mode=h.get("ObjectLockMode"),
+                          lock_until=h.get("ObjectLockRetainUntilDate"))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         def listing() -> List[ObjectInfo]:
@@ -379,25 +379,8 @@ class S3Storage(Storage):
                     raise
 
     def make_readable(self, keys: List[str], progress: Optional[ProgressFn] = None) -> None:
-        from botocore.exceptions import ClientError
-
         s = self.settings
-        waiting = []
-        for key in keys:
-            info = self.head(key)
-            if info is None or info.archive_state in (None, "restored"):
-                continue
-            if info.archive_state == "archived":
-                with self._errors("requesting retrieval of", key):
-                    try:
-                        self.window.call(lambda: self.client.restore_object(
-                            Bucket=self.bucket, Key=self._key(key), RestoreRequest={
-                                "Days": s.restore_days, "GlacierJobParameters": {"Tier": s.restore_tier}}),
-                            f"requesting retrieval of {key}")
-                    except ClientError as exc:
-                        if exc.response.get("Error", {}).get("Code") != "RestoreAlreadyInProgress":
-                            raise
-            waiting.append(key)
+        waiting = self.request_retrieval(keys)
         if not waiting:
             return
         deadline = time.monotonic() + s.restore_timeout_hours * 3600
@@ -414,23 +397,85 @@ class S3Storage(Storage):
                                    f"{s.restore_timeout_hours} h", hint="try again later; the retrieval continues")
             time.sleep(s.restore_poll_seconds)
 
+    def request_retrieval(self, keys: List[str]) -> List[str]:
+        """Request the retrieval of every archived object among ``keys`` (one request each, no waiting);
+        returns the keys not readable yet (requested now, or already being retrieved)."""
+        from botocore.exceptions import ClientError
+
+        s = self.settings
+        waiting = []
+        for key in keys:
+            info = self.head(key)
+            if info is None or info.archive_state in (None, "restored"):
+                continue
+            if info.archive_state == "archived":
+                with self._errors("requesting retrieval of", key):
+                    try:
+                        self.window.call(lambda: self.client.restore_object(
+                            Bucket=self.bucket, Key=self._key(key), **self._version(key), RestoreRequest={
+                                "Days": s.restore_days, "GlacierJobParameters": {"Tier": s.restore_tier}}),
+                            f"requesting retrieval of {key}")
+                    except ClientError as exc:
+                        if exc.response.get("Error", {}).get("Code") != "RestoreAlreadyInProgress":
+                            raise
+            waiting.append(key)
+        return waiting
+
+    def stored_sha256(self, key: str) -> Optional[str]:
+        """The SHA-256 (hex) of the whole object as the store computed it (S3 additional checksum, asked for
+        with ChecksumMode), without reading the object; None when the store keeps none, or only the
+        composite checksum of a multipart upload (a hash of the parts' hashes)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            h = self.window.call(lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(key),
+                                                                 ChecksumMode="ENABLED", **self._version(key)),
+                                 f"inspecting {key}")
+        except ClientError:
+            return None
+        value = h.get("ChecksumSHA256") or ""
+        if not value or "-" in value or h.get("ChecksumType") == "COMPOSITE":
+            return None
+        try:
+            return base64.b64decode(value).hex()
+        except ValueError:
+            return None
+
+    def object_lock(self) -> Optional[Dict[str, object]]:
+        from .s3lock import object_lock_configuration
+
+        with self._errors("reading the Object Lock configuration of", None):
+            return object_lock_configuration(lambda: self.window.call(
+                lambda: self.client.get_object_lock_configuration(Bucket=self.bucket), "reading the Object Lock configuration"))
+
+    def _probe(self) -> Optional[str]:
+        """Reach the bucket and return its region (None if the store does not say). GetBucketLocation, which
+        every duty's policy allows on the bucket, rather than HeadBucket: AWS authorises HeadBucket as
+        s3:ListBucket, which the per-cluster policies limit by s3:prefix, a key HeadBucket does not carry.
+        A store without GetBucketLocation is probed with HeadBucket."""
+        from botocore.exceptions import ClientError
+
+        try:
+            location = self.client.get_bucket_location(Bucket=self.bucket).get("LocationConstraint")
+        except ClientError as exc:
+            if (exc.response.get("Error", {}).get("Code") not in ("NotImplemented", "MethodNotAllowed")
+                    and exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") not in (405, 501)):
+                raise
+            self.client.head_bucket(Bucket=self.bucket)
+            return None
+        # AWS answers None for us-east-1; "EU" is the legacy name of eu-west-1.
+        return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
+
     def check(self, *, wait: bool = True) -> Dict[str, object]:
         if wait:
-            self._call("reaching bucket", None, lambda: self.client.head_bucket(Bucket=self.bucket))
+            region = self._call("reaching bucket", None, self._probe)
         else:
             try:
                 with self._errors("reaching bucket", None):
-                    self.client.head_bucket(Bucket=self.bucket)
+                    region = self._probe()
             except StorageUnreachable:
                 self.window.mark_down()
                 raise
-        with self._errors("reaching bucket", None):
-            try:
-                # AWS answers None for us-east-1; "EU" is the legacy name of eu-west-1.
-                location = self.client.get_bucket_location(Bucket=self.bucket).get("LocationConstraint")
-                region: Optional[str] = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
-            except Exception:  # some stores do not implement it; reachability is what matters here
-                region = None
         return {"reachable": True, "bucket": self.bucket, "endpoint": self.settings.endpoint_url or "AWS",
                 "region": region, "configured_region": self.settings.region,
                 "verify_tls": self.settings.verify_tls}
