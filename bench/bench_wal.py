@@ -70,6 +70,19 @@ def make_public_key(work: str) -> str:
     return path
 
 
+#: ``--sign``: the cluster signing key (secret, 0600, owned by postgres) every object is signed with.
+SIGNING_KEY: Optional[str] = None
+
+
+def make_signing_key(work: str, agent: List[str]) -> str:
+    """A cluster signing key made by 'pg-backup keys create --purpose signing', owned by postgres."""
+    sec = os.path.join(work, "bench.sign.sec")
+    subprocess.run([*agent, "keys", "create", "--purpose", "signing", "--name", "bench signing", "--secret-out", sec,
+                    "--public-out", os.path.join(work, "bench.sign.pub")], check=True, capture_output=True)
+    chown_pg(sec, 0o600)
+    return sec
+
+
 def agent_config(work: str, name: str, cluster: TempCluster, public_key: str, **wal: object) -> str:
     """A pg-backup configuration (JSON is YAML) with its own local repository and state directory."""
     repo = make_pg_dir(os.path.join(work, f"repo-{name}"))
@@ -78,6 +91,8 @@ def agent_config(work: str, name: str, cluster: TempCluster, public_key: str, **
            "repository": {"type": "local", "path": repo},
            "encryption": {"mode": "public-key", "public_key_file": public_key},
            "paths": {"state_dir": state}, "wal": dict(wal)}
+    if SIGNING_KEY:
+        cfg["signing"] = {"secret_key_file": SIGNING_KEY}
     return write_pg_file(os.path.join(work, f"agent-{name}.yml"), json.dumps(cfg, indent=1))
 
 
@@ -346,7 +361,7 @@ def report(r: Results, args: argparse.Namespace, started: dt.datetime, elapsed: 
     out = [f"## WAL archiving: pg-backup wal-push vs cp and pgBackRest ({started:%Y-%m-%d %H:%M} UTC)", "",
            f"{version}; pgBackRest {subprocess.run(['pgbackrest', 'version'], capture_output=True, text=True).stdout.split()[-1]}; "
            f"{os.cpu_count()} CPU(s); agent `{' '.join(agent)}` in public-key mode (a database host holds only the "
-           f"public key), zstd level 1; pgBackRest `compress-type=zst` (level 3); everything on one local "
+           f"public key{', every WAL file signed with the cluster signing key' if SIGNING_KEY else ''}), zstd level 1; pgBackRest `compress-type=zst` (level 3); everything on one local "
            f"filesystem. {args.segments} segments of 16 MiB per latency row; pgbench `-c 4 -T {args.seconds}`. "
            f"Total run {elapsed / 60:.1f} min; load average at the end {os.getloadavg()[0]:.1f} (other work on "
            f"the host shows up as noise in every row alike).", ""]
@@ -429,6 +444,8 @@ def agent_argv(explicit: Optional[str]) -> List[str]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sign", action="store_true", help="sign every WAL file with a cluster signing key "
+                   "(signing.secret_key_file), as a database host does once signing is configured")
     p.add_argument("--quick", action="store_true", help="smoke run: 6 segments per row, pgbench -T 10")
     p.add_argument("--segments", type=int, default=20, help="segments per latency row (default 20)")
     p.add_argument("--seconds", type=int, default=60, help="pgbench -T per archiver and round (default 60)")
@@ -468,6 +485,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             cluster.start()
             log(f"cluster on 127.0.0.1:{cluster.port}, work directory {work}")
             public_key = make_public_key(work)
+            if args.sign:
+                global SIGNING_KEY
+                SIGNING_KEY = make_signing_key(work, agent)
             arch = Archivers(work, cluster, agent, public_key)
             env = cluster.env()
             n = args.segments

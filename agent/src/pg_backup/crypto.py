@@ -25,11 +25,13 @@ import shutil
 import subprocess
 import tempfile
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from .config import EncryptionSettings
+from .config_signing import SigningSettings
 from .errors import EncryptionKeyError, IntegrityError, UsageError
 from .process import ChildProcess
+from .signing import SIGNATURE_TROUBLE, Signatures, last_line, primary_fingerprints
 
 CIPHER = "AES256"
 #: ``BEGIN_ENCRYPTION`` values of the one format the agent writes: MDC method 2 (SHA-1), cipher 9 (AES-256).
@@ -102,9 +104,11 @@ class GpgHome:
 class GnuPG(GpgHome):
     """One private GnuPG home for the lifetime of an agent command."""
 
-    def __init__(self, settings: EncryptionSettings):
+    def __init__(self, settings: EncryptionSettings, signing: Optional[SigningSettings] = None):
         super().__init__(settings.gpg_binary)
         self.settings = settings
+        #: The cluster's signing keys (pg_backup.signing): writers sign, readers judge signatures.
+        self.signatures = Signatures(self, signing or SigningSettings())
         self._public_fpr: Optional[str] = None
         self._secret_fprs: Optional[List[str]] = None
         self._passphrases: Optional[Dict[str, str]] = None
@@ -125,7 +129,7 @@ class GnuPG(GpgHome):
                 raise EncryptionKeyError(f"public key file {path} does not exist")
             res = self.run("--with-colons", "--import-options", "show-only", "--import", path)
             colons = res.stdout.decode(errors="replace")
-            fprs = _primary_fingerprints(colons, "pub")
+            fprs = primary_fingerprints(colons, "pub")
             if res.returncode != 0 or not fprs:
                 raise EncryptionKeyError(f"{path} is not a readable OpenPGP public key",
                                          hint="export it with 'pg-backup keys export' or 'gpg --armor --export KEYID'")
@@ -133,6 +137,7 @@ class GnuPG(GpgHome):
                 raise EncryptionKeyError(f"{path} holds {len(fprs)} keys; put exactly one public key in it")
             _refuse_unusable(colons, fprs[0], path)
             self._public_fpr = fprs[0]
+            self.signatures.own_fingerprint()   # once, before threads encrypt at once
         return self._public_fpr
 
     def _new_passphrase(self) -> str:
@@ -159,9 +164,9 @@ class GnuPG(GpgHome):
                     raise EncryptionKeyError(f"private key file {path} does not exist")
                 res = self.run("--import", path)
                 if res.returncode != 0:
-                    raise EncryptionKeyError(f"cannot import private key {path}: {_last_line(res.stderr)}")
+                    raise EncryptionKeyError(f"cannot import private key {path}: {last_line(res.stderr)}")
             res = self.run("--with-colons", "--list-secret-keys")
-            self._secret_fprs = _primary_fingerprints(res.stdout.decode(errors="replace"), "sec")
+            self._secret_fprs = primary_fingerprints(res.stdout.decode(errors="replace"), "sec")
         return self._secret_fprs
 
     def available_fingerprints(self) -> List[str]:
@@ -170,12 +175,14 @@ class GnuPG(GpgHome):
             fprs = list(self._all_passphrases())
         else:
             fprs = []
-        return fprs + self.secret_fingerprints()
+        fprs = fprs + self.secret_fingerprints()
+        self.signatures.trusted()   # import the trusted signing keys once, before threads decrypt at once
+        return fprs
 
     # -- processes -----------------------------------------------------------------------------
     def start_encrypt(self) -> "GpgProcess":
         """A gpg process encrypting its stdin to its stdout with the key for new backups."""
-        common = ["--compress-algo", "none", "--cipher-algo", CIPHER, "--output", "-"]
+        common = ["--compress-algo", "none", "--cipher-algo", CIPHER, *self.signatures.sign_args(), "--output", "-"]
         if self.settings.mode == "passphrase":
             return GpgProcess(self.cmd(), ["--pinentry-mode", "loopback", "--no-symkey-cache", "--symmetric",
                                             "--s2k-cipher-algo", CIPHER, "--s2k-digest-algo", "SHA512",
@@ -208,16 +215,20 @@ class GnuPG(GpgHome):
     def start_decrypt(self, fingerprint: str, what: str) -> "GpgProcess":
         """A gpg process decrypting its stdin to its stdout."""
         secret = self.require_key(fingerprint, what)
+        self.signatures.trusted()
         return GpgProcess(self.cmd(), ["--pinentry-mode", "loopback", "--no-symkey-cache", "--decrypt",
-                                        "--output", "-"], secret, decrypt=True)
+                                        "--output", "-"], secret, decrypt=True, judge=self.signatures.judge)
 
 
 class GpgProcess(ChildProcess):
     """A running gpg whose stdin/stdout carry the data; status and stderr are collected aside."""
 
     def __init__(self, prefix: Sequence[str], rest: Sequence[str], secret: Optional[str],
-                 decrypt: bool = False, encrypt: bool = False):
+                 decrypt: bool = False, encrypt: bool = False,
+                 judge: Optional[Callable[[List[str], str], Optional[str]]] = None):
         self.decrypt = decrypt
+        self.judge = judge                  # decrypt: the verdict on the signature (raises, or the signer)
+        self.signer: Optional[str] = None
         self.encrypt = encrypt
         self.format_seen = False            # a BEGIN_ENCRYPTION status line arrived
         self.format_problem: Optional[str] = None
@@ -259,15 +270,19 @@ class GpgProcess(ChildProcess):
         """Wait for gpg; translate its verdict into the agent's errors."""
         rc = self.wait()
         tokens = {s.split()[1] for s in self.status if s.startswith("[GNUPG:] ") and len(s.split()) > 1}
-        message = _last_line(b"".join(self.stderr))
+        message = last_line(b"".join(self.stderr))
         if self.decrypt:
             if "NO_SECKEY" in tokens and "DECRYPTION_OKAY" not in tokens:
                 raise EncryptionKeyError(f"cannot decrypt {what}: its private key is not available")
             if "BAD_PASSPHRASE" in tokens or "Bad session key" in message or "Bad passphrase" in message:
                 raise EncryptionKeyError(f"cannot decrypt {what}: wrong passphrase ({message})")
-            if rc != 0 or "DECRYPTION_OKAY" not in tokens:
+            # gpg exits 2 for a signature it cannot verify: the judge decides on signatures, not rc.
+            signature_only = rc == 2 and bool(tokens & SIGNATURE_TROUBLE) and "DECRYPTION_FAILED" not in tokens
+            if (rc != 0 and not signature_only) or "DECRYPTION_OKAY" not in tokens:
                 raise IntegrityError(f"decryption of {what} failed authentication ({message or 'gpg exit ' + str(rc)})",
                                      hint="the object is damaged or was tampered with")
+            if self.judge is not None:
+                self.signer = self.judge(self.status, what)
             return
         if self.format_problem:
             raise EncryptionKeyError(f"refusing to store {what}: {self.format_problem}",
@@ -307,24 +322,3 @@ def _refuse_unusable(colons: str, fingerprint: str, path: str) -> None:
         raise EncryptionKeyError(f"public key {fingerprint} in {path} expired on {when}: backups and WAL archiving "
                                  f"cannot encrypt to it", hint="extend it (pg-backup keys extend) and redistribute "
                                  "the public key, or configure a new key")
-
-
-def _primary_fingerprints(colons: str, kind: str) -> List[str]:
-    """The fingerprint line that follows each primary-key record of ``kind`` ('pub' or 'sec')."""
-    result: List[str] = []
-    expect = False
-    for line in colons.splitlines():
-        fields = line.split(":")
-        if fields[0] == kind:
-            expect = True
-        elif fields[0] == "fpr" and expect:
-            result.append(fields[9])
-            expect = False
-        elif fields[0] in ("sub", "ssb"):
-            expect = False
-    return result
-
-
-def _last_line(data: bytes) -> str:
-    lines = [ln.strip() for ln in data.decode(errors="replace").splitlines() if ln.strip()]
-    return lines[-1].replace("gpg: ", "") if lines else ""

@@ -22,6 +22,11 @@ def config_validate(*, path: str, now: Optional[dt.datetime] = None) -> CommandR
     for h in held:
         problems += [p for p in h.problems if p not in problems]
     warnings = [w for h in held for w in h.warnings]
+    sign = settings.signing
+    if settings.encryption.mode == "public-key" and not (sign.secret_key_file or sign.trusted_public_key_files):
+        warnings.append("no signing key configured: anyone who can write to the bucket can forge backups and WAL "
+                        "this host would accept (set signing.secret_key_file on database hosts, "
+                        "signing.trusted_public_key_files on restore hosts; docs/signing.md)")
     if problems:
         raise ConfigError(f"{path}: {len(problems)} problem(s)", problems=problems)
     text = [f"{path}: valid" + (f" with {len(warnings)} warning(s)" if warnings else "")]

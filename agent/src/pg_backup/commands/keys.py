@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..errors import EXIT_KEY, PgBackupError, UsageError
 from ..keys.host import HeldFile, KeyFile, host_keys, inspect_file
-from ..keys.make import create_keypair, export_public, extend_expiry, write_new
+from ..keys.make import create_keypair, create_signing_key, export_public, extend_expiry, write_new
 from ..keys.openpgp import describe, read_key_file
 from . import CommandResult
 
@@ -29,6 +29,9 @@ def keys_command(action: Optional[str], options: Dict[str, Any], *, load_setting
                  now: dt.datetime) -> CommandResult:
     """Run ``keys ACTION`` with the parsed ``options`` (see :mod:`pg_backup.keys.arguments`)."""
     o = options
+    if action == "create" and o["purpose"] == "signing":      # no passphrase: the agent signs unattended
+        return keys_create_signing(name=o["name"], email=o["email"], expire=o["expire"], algorithm=o["algorithm"],
+                                   secret_out=o["secret_out"], public_out=o["public_out"])
     if action in ("create", "extend"):
         passphrase = read_passphrase(file=o["passphrase_file"], fd=o["passphrase_fd"], env=o["passphrase_env"],
                                      confirm=action == "create")
@@ -93,6 +96,20 @@ def keys_create(*, purpose: str, name: str, email: Optional[str], expire: str, a
             f"(Ansible Vault, a password manager, an offline copy)",
             f"  public key: {public_out}: set encryption.public_key_file to it on every database host"]
     return CommandResult({"purpose": purpose, "key": key.as_dict(), "secret_key_file": secret_out,
+                          "public_key_file": public_out}, text)
+
+
+def keys_create_signing(*, name: str, email: Optional[str], expire: str, algorithm: str, secret_out: str,
+                        public_out: str, gpg_binary: str = "gpg") -> CommandResult:
+    if not name.strip() or any(c in name for c in "<>\n"):
+        raise UsageError(f"--name {name!r}: give a plain name such as 'pg-backup signing key of cluster main'")
+    key = create_signing_key(name=name, email=email, expire=expire, algorithm=algorithm, secret_out=secret_out,
+                             public_out=public_out, gpg_binary=gpg_binary)
+    text = [f"created the signing key {key.fingerprint}", *describe([key]),
+            f"  secret key: {secret_out} (0600, no passphrase): only on this cluster's database host, owned by its "
+            f"OS user; set signing.secret_key_file to it",
+            f"  public key: {public_out}: list it in signing.trusted_public_key_files on the restore hosts"]
+    return CommandResult({"purpose": "signing", "key": key.as_dict(), "secret_key_file": secret_out,
                           "public_key_file": public_out}, text)
 
 

@@ -61,7 +61,7 @@ def key_checks(probes: List[KeyProbe], now: dt.datetime, warn_days: int = WARN_D
             checks.append({"name": name, "status": "critical", "unit": "s", "labels": {"key": p.purpose},
                            "message": f"{p.setting}: cannot read the key: {p.error}; backups stop with exit 8"})
             continue
-        status, message, left = expiry_verdict(p.key, now, warn_days)
+        status, message, left = expiry_verdict(p.key, now, warn_days, encrypts=p.purpose != "signing")
         checks.append({"name": name, "status": status, "message": f"{p.purpose} {message}", "value": left,
                        "unit": "s", "labels": {"key": p.purpose, "fingerprint": p.key.fingerprint}})
     return checks

@@ -37,6 +37,8 @@ KEY_FILES: Tuple[KeyFile, ...] = (
             writes=False),
     KeyFile("encryption.passphrase_file", "passphrase", secret=True, openpgp=False, writes=True),
     KeyFile("encryption.old_passphrase_files", "old passphrase", secret=True, openpgp=False, writes=False),
+    KeyFile("signing.secret_key_file", "signing", secret=True, openpgp=True, writes=True),
+    KeyFile("signing.trusted_public_key_files", "trusted signer", secret=False, openpgp=True, writes=False),
 )
 
 
@@ -115,7 +117,7 @@ def inspect_file(path: str, row: KeyFile, gpg_binary: str, now: dt.datetime, war
                               f"packets to it, which the agent refuses (exit 8); set its preferences without AEAD "
                               f"(see 'Keys' in the README)")
         if row.writes:
-            status, message, _ = expiry_verdict(key, now, warn_days)
+            status, message, _ = expiry_verdict(key, now, warn_days, encrypts=row.purpose != "signing")
             if status == "critical":
                 h.problems.append(f"{row.setting}: {message}")
             elif status == "warning":

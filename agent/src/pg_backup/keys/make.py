@@ -25,7 +25,7 @@ PREFERENCES = "AES256 AES192 AES SHA512 SHA384 SHA256 SHA224 ZLIB BZIP2 ZIP Unco
 ALGORITHMS = {"ed25519": ("ed25519", "cv25519"), "rsa4096": ("rsa4096", "rsa4096")}
 #: --purpose: what the key is for. "encryption": the restore operators' pair (secret kept off the
 #: database hosts, protected by a passphrase). A "signing" purpose joins here with the signing keys.
-PURPOSES = ("encryption",)
+PURPOSES = ("encryption", "signing")
 _EXPIRE_RE = re.compile(r"^(never|0|[1-9][0-9]*[dwmy]?|[0-9]{4}-[0-9]{2}-[0-9]{2})$")
 MIN_PASSPHRASE = 12
 
@@ -65,10 +65,7 @@ def create_keypair(*, name: str, email: Optional[str], expire: str, algorithm: s
         raise UsageError(f"--algorithm {algorithm!r}: expected one of {', '.join(ALGORITHMS)}")
     if len(passphrase) < MIN_PASSPHRASE:
         raise UsageError(f"the passphrase has {len(passphrase)} characters; use at least {MIN_PASSPHRASE}")
-    for path in (secret_out, public_out):
-        if os.path.lexists(path):
-            raise RefusedError(f"{path} already exists; refusing to overwrite a key file",
-                               hint="choose another path or move the old file away first")
+    _refuse_existing(secret_out, public_out)
     uid = f"{name} <{email}>" if email else name
     primary, sub = ALGORITHMS[algorithm]
     prefs = ["--default-preference-list", PREFERENCES]
@@ -81,13 +78,26 @@ def create_keypair(*, name: str, email: Optional[str], expire: str, algorithm: s
         secret = _gpg_ok(home.run("--armor", "--export-secret-keys", fpr, secret=passphrase), "exporting the secret key")
         public = _gpg_ok(home.run("--armor", "--export-options", "export-minimal", "--export", fpr),
                          "exporting the public key")
-    write_new(secret_out, secret, 0o600)
-    try:
-        write_new(public_out, public, 0o644)
-    except Exception:
-        os.unlink(secret_out)
-        raise
-    return read_key_file(public_out, gpg_binary)[0]
+    return _write_pair(secret_out, secret, public_out, public, gpg_binary)
+
+
+def create_signing_key(*, name: str, email: Optional[str], expire: str, algorithm: str, secret_out: str,
+                       public_out: str, gpg_binary: str = "gpg") -> KeyInfo:
+    """A cluster's signing key (docs/signing.md): a sign-only primary key WITHOUT passphrase (the agent
+    signs unattended), ``secret_out`` 0600 for the cluster's OS user on its database host, ``public_out``
+    for the restore hosts' ``signing.trusted_public_key_files``. Neither file may exist yet."""
+    check_expire(expire)
+    if algorithm not in ALGORITHMS:
+        raise UsageError(f"--algorithm {algorithm!r}: expected one of {', '.join(ALGORITHMS)}")
+    _refuse_existing(secret_out, public_out)
+    uid = f"{name} <{email}>" if email else name
+    with GpgHome(gpg_binary) as home:
+        _gpg_ok(home.run("--default-preference-list", PREFERENCES, "--quick-gen-key", uid, ALGORITHMS[algorithm][0],
+                         "sign", expire, secret=""), "creating the signing key")
+        secret = _gpg_ok(home.run("--armor", "--export-secret-keys", secret=""), "exporting the secret key")
+        public = _gpg_ok(home.run("--armor", "--export-options", "export-minimal", "--export"),
+                         "exporting the public key")
+    return _write_pair(secret_out, secret, public_out, public, gpg_binary)
 
 
 def export_public(secret_file: str, gpg_binary: str = "gpg") -> bytes:
@@ -122,6 +132,24 @@ def extend_expiry(*, secret_file: str, expire: str, passphrase: str, public_out:
     write_new(public_out, public, 0o644)
     if secret_out:
         write_new(secret_out, secret, 0o600)
+    return read_key_file(public_out, gpg_binary)[0]
+
+
+def _refuse_existing(*paths: str) -> None:
+    for path in paths:
+        if os.path.lexists(path):
+            raise RefusedError(f"{path} already exists; refusing to overwrite a key file",
+                               hint="choose another path or move the old file away first")
+
+
+def _write_pair(secret_out: str, secret: bytes, public_out: str, public: bytes, gpg_binary: str) -> KeyInfo:
+    """Both key files, or neither: the secret 0600, the public 0644."""
+    write_new(secret_out, secret, 0o600)
+    try:
+        write_new(public_out, public, 0o644)
+    except Exception:
+        os.unlink(secret_out)
+        raise
     return read_key_file(public_out, gpg_binary)[0]
 
 

@@ -143,12 +143,14 @@ def parse_packets(text: str) -> List[Tuple[int, bool]]:
     return result
 
 
-def expiry_verdict(key: KeyInfo, now: dt.datetime, warn_days: int = WARN_DAYS) -> Tuple[str, str, Optional[float]]:
-    """(status, message, seconds left) of a key the host writes with; seconds left is None when it never expires."""
+def expiry_verdict(key: KeyInfo, now: dt.datetime, warn_days: int = WARN_DAYS, *,
+                   encrypts: bool = True) -> Tuple[str, str, Optional[float]]:
+    """(status, message, seconds left) of a key the host writes with; seconds left is None when it never expires.
+    ``encrypts`` False: a signing key (docs/signing.md), which needs no encryption subkey."""
     name = f"key {key.fingerprint}"
     if key.revoked:
         return "critical", f"{name} is revoked: gpg refuses to encrypt to it", None
-    if not key.can_encrypt:
+    if encrypts and not key.can_encrypt:
         return "critical", f"{name} has no encryption subkey", None
     if key.expires is None:
         return "ok", f"{name} does not expire", None
