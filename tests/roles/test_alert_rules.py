@@ -59,6 +59,10 @@ CONDITIONS = {
     "drill RPO over target": "PgBackupDrillRpoOverTarget",
     "drill failed": "PgBackupDrillFailed",
     "key_expiry_<purpose> near, expired, revoked or unreadable": "PgBackupKeyExpiring",
+    "wal_summarizer off or behind (warning), incremental backups impossible (critical)": "PgBackupWalSummarizer",
+    "erasure_register unreadable or a record damaged": "PgBackupErasureRegisterDamaged",
+    "erasure_claims an erasure the newest backup does not claim": "PgBackupErasureUnclaimed",
+    "audit_chain gap, deleted, edited or forged audit record": "PgBackupAuditChainBroken",
     "a check that cannot be evaluated": "PgBackupCheckUnknown",
     "the health job stopped": "PgBackupHealthStale",
 }

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from pg_backup.config import HealthSettings
-from pg_backup.health.checks import ArchiverProbe, Probes, evaluate
+from pg_backup.health.checks import ArchiverProbe, Check, Probes, evaluate
 from pg_backup.health.render import METRICS, _Metrics, document, render_prometheus
 from test_health import NOW, _m, _rec, _wal
 from test_keys_unit import key_probe
@@ -29,7 +29,8 @@ def _full_render() -> str:
                                 "rto": {"seconds": 312.5}, "rpo": {"seconds": 2.0},
                                 "targets": {"rto_minutes": 240, "rpo_minutes": 15}},
                     keys=[key_probe(NOW + dt.timedelta(days=90))])
-    doc = document("main", evaluate(manifests, HealthSettings(), probes, NOW))
+    audit = Check("audit_chain", "ok", "audit chain intact through entry 3", 0.0)   # commands/health adds it
+    doc = document("main", evaluate(manifests, HealthSettings(), probes, NOW) + [audit])
     return render_prometheus(doc, manifests, NOW, probes)
 
 

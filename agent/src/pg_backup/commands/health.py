@@ -10,6 +10,7 @@ from . import CommandResult
 
 def health(ctx: Context, *, output_format: Optional[str], max_age_hours: Sequence[str],
            as_json: bool) -> CommandResult:
+    from ..health.audit_chain import audit_chain_checks
     from ..health.checks import evaluate
     from ..health.erasure import erasure_checks, probe_register
     from ..health.probes import gather
@@ -32,6 +33,7 @@ def health(ctx: Context, *, output_format: Optional[str], max_age_hours: Sequenc
                       rpo_target_minutes=ctx.settings.drill.rpo_target_minutes)
     if probes.storage_error is None:  # an unreachable storage is the storage check's finding, once
         checks += erasure_checks(probe_register(ctx.repo), manifests)
+        checks += audit_chain_checks(ctx.repo, ctx.settings.paths.state_dir, now)
     doc = document(ctx.cluster, checks)
     fmt = output_format or ("json" if as_json else "text")
     result = CommandResult(dict(doc))

@@ -27,4 +27,6 @@ Checks (names are stable: monitoring keys on them)
   erasure_register, erasure_claims                the erasure register unreadable or a record damaged (critical);
                                                   an erasure the newest backup's manifest does not claim (warning)
                                                   (health/erasure.py)
+  audit_chain                                     the audit hash chain since the last verified head: a gap, a
+                                                  deleted or edited record (warning; health/audit_chain.py)
 """

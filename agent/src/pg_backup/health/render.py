@@ -106,6 +106,8 @@ METRICS: Dict[str, Tuple[str, str]] = {
                                                                        "verification."),
     "pg_backup_last_restore_verification_success": ("gauge", "1 if the newest restore verification passed, 0 if it "
                                                              "failed."),
+    "pg_backup_audit_chain_breaks": ("gauge", "Breaks found in the audit hash chain (gaps, deleted or edited records) "
+                                              "since the last verified head; 0 when intact."),
     "pg_backup_key_expiry_seconds": ("gauge", "Seconds until an OpenPGP key the host writes with expires (negative "
                                               "once expired; absent for a key that never expires)."),
 }
@@ -172,6 +174,7 @@ def render_prometheus(doc: Dict[str, Any], manifests: List[Manifest], now: dt.da
     m.family("pg_backup_backups",
              [({"kind": k, "tier": t}, sum(1 for b in manifests if b.kind == k and b.tier == t))
               for k in kinds for t in TIERS])
+    m.family("pg_backup_audit_chain_breaks", [({}, c.get("value")) for c in doc["checks"] if c["name"] == "audit_chain"])
     if probes is not None:
         _probe_metrics(m, probes, now)
     return m.text()

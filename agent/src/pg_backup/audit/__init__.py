@@ -14,9 +14,8 @@ import socket
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-from .manifest import iso, utcnow
-from .repository import Repository
-from .storage.base import PutOptions
+from ..manifest import iso, utcnow
+from ..repository import Repository
 
 AUDIT_SCHEMA_VERSION = 1
 
@@ -71,15 +70,47 @@ def write_local(path: str, record: Dict[str, Any]) -> Optional[str]:
         return f"cannot write local audit log {path}: {exc.strerror}"
 
 
-def write_remote(repo: Repository, record: Dict[str, Any], started: dt.datetime) -> Optional[str]:
-    """Copy the record into the repository's append-only audit area (never overwriting)."""
+def write_remote(repo: Repository, record: Dict[str, Any], started: dt.datetime,
+                 state_dir: Optional[str] = None) -> Optional[str]:
+    """Copy the record into the repository's append-only audit area (never overwriting), as the next
+    link of the cluster's hash chain (:mod:`.chain`: adds the record's ``chain`` field). The head search
+    starts at the newest entry this process wrote or ``health`` verified (``state_dir``)."""
+    from .chain import append, cached_head
+
     try:
         key = repo.audit_key(started, record["operation"], secrets.token_hex(3))
-        repo.storage.put_bytes(key, (json.dumps(record, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode(),
-                               PutOptions(content_type="application/json"), overwrite=False)
+        hint = max(_CHAIN_HINT.get(repo.cluster, 0), cached_head(state_dir, repo.cluster).get("seq", 0))
+        _CHAIN_HINT[repo.cluster] = append(repo, record, key, hint)
         return None
     except Exception as exc:  # audit must not turn a successful backup into a failure
         return f"cannot copy audit record to the repository: {exc}"
+
+
+#: The newest chain entry this process wrote, per cluster: the next write starts its head search there.
+_CHAIN_HINT: Dict[str, int] = {}
+
+
+def read_remote(repo: Repository, since: dt.datetime, until: dt.datetime) -> List[Dict[str, Any]]:
+    """The repository's audit records of operations started in [since, until), oldest first: one listing
+    per month of the period, and only the records whose key's time is inside it are read."""
+    since, until = since.astimezone(dt.timezone.utc), until.astimezone(dt.timezone.utc)
+    low, high = f"{since:%Y%m%dT%H%M%S}Z", f"{until:%Y%m%dT%H%M%S}Z"
+    records: List[Dict[str, Any]] = []
+    year, month = since.year, since.month
+    while (year, month) <= (until.year, until.month):
+        prefix = repo.audit_month_prefix(year, month)
+        for info in repo.storage.list(prefix):
+            stamp = info.key[len(prefix):].split("-", 1)[0]
+            if low <= stamp < high:
+                try:
+                    doc = json.loads(repo.storage.get_bytes(info.key))
+                except ValueError:
+                    doc = {"operation": "unreadable", "error": f"{info.key} is not JSON"}
+                if isinstance(doc, dict):
+                    records.append(dict(doc, key=info.key))
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    records.sort(key=lambda r: (str(r.get("started_at") or ""), r["key"]))
+    return records
 
 
 def os_user() -> str:
