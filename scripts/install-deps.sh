@@ -6,7 +6,8 @@ set -euo pipefail
 
 # prometheus: its promtool checks the agent's Prometheus output in the tests (health --format prometheus).
 # sq: Sequoia, a second OpenPGP implementation the tests decrypt backups and WAL with (test_openpgp_interop.py).
-packages=(postgresql postgresql-contrib gnupg zstd python3-venv prometheus sq "$@")
+# poppler-utils: pdftoppm and pdftotext render and read the compliance report's PDF (test_compliance.py).
+packages=(postgresql postgresql-contrib gnupg zstd python3-venv prometheus sq poppler-utils "$@")
 
 is_installed() {
     local status

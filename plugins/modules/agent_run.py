@@ -17,7 +17,8 @@ description:
     M(miometry.pg_backup.backup_info), M(miometry.pg_backup.backup_checksum) and M(miometry.pg_backup.backup_health)
     use the same client and add summaries of their own.
   - Reports C(changed) as it is. V(list), V(show), V(verify) (also C(--restore), which restores into a scratch
-    database or server and removes it), V(health), V(wal-check) and V(config validate) never report a change;
+    database or server and removes it), V(health), V(wal-check), V(config validate) and V(compliance report) without
+    C(--output) never report a change (with C(--output) it changed, as it wrote a file);
     their audit records and verification verdicts do not count. V(backup) changed when it stored a backup, not
     when it skipped a standby (C(--skip-if-standby)); V(restore) and V(pitr) when they succeeded; V(drill) when
     the drill ran (it marks the primary, recovers a scratch copy and stores its report, also when the drill
@@ -40,6 +41,8 @@ attributes:
         what it would delete.
       - V(backup), V(restore), V(pitr), V(drill), V(drill-chart) (it writes a file) and V(erasure add) do not run;
         the task is reported as skipped, with a message.
+      - V(compliance report) runs and returns the report in RV(result) (C(report)); with C(--output) (it writes a
+        file on the host) it does not run and is reported as skipped.
   diff_mode:
     support: none
     details: What the agent did is in RV(result); there is no before and after.
@@ -51,8 +54,8 @@ options:
         and are not offered.
     type: str
     required: true
-    choices: [backup, config validate, drill, drill-chart, erasure add, erasure list, health, list, pitr, prune, restore,
-              show, verify, wal-check]
+    choices: [backup, compliance report, config validate, drill, drill-chart, erasure add, erasure list, health, list,
+              pitr, prune, restore, show, verify, wal-check]
   args:
     description:
       - Arguments after the command, one item per argument; nothing is split or interpreted by a shell.
@@ -205,8 +208,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ..module_utils.agent_client import EXIT_OK, agent_argument_spec, agent_error_message, call_agent
 
-COMMANDS = ('backup', 'config validate', 'drill', 'drill-chart', 'erasure add', 'erasure list', 'health', 'list', 'pitr',
-            'prune', 'restore', 'show', 'verify', 'wal-check')
+COMMANDS = ('backup', 'compliance report', 'config validate', 'drill', 'drill-chart', 'erasure add', 'erasure list',
+            'health', 'list', 'pitr', 'prune', 'restore', 'show', 'verify', 'wal-check')
 READ_ONLY = ('config validate', 'erasure list', 'health', 'list', 'show', 'verify', 'wal-check')
 # Commands whose effect cannot be predicted without doing it: skipped in check mode.
 NOT_IN_CHECK_MODE = ('backup', 'drill', 'drill-chart', 'erasure add', 'pitr', 'restore')
@@ -217,6 +220,8 @@ def did_change(command, rc, document, check_mode):
     if command == 'drill':
         # Once it has an id the drill has marked the primary and writes its report, passed or not.
         return 'drill_id' in document
+    if command == 'compliance report':
+        return rc == EXIT_OK and bool(document.get('output'))
     if rc != EXIT_OK or command in READ_ONLY:
         return False
     if command == 'backup':
@@ -227,6 +232,11 @@ def did_change(command, rc, document, check_mode):
         removed = [document.get(k) for k in ('deleted', 'incomplete_removed', 'uploads_aborted')]
         return any(removed) or bool((document.get('wal') or {}).get('deleted'))
     return True
+
+
+def writes_file(command, args):
+    """``compliance report --output FILE`` writes a file on the host (changed; not run in check mode)."""
+    return command == 'compliance report' and any(a in ('--output', '-o') or a.startswith('--output=') for a in args)
 
 
 def health_format(args):
@@ -253,7 +263,7 @@ def main():
     if command == 'health' and health_format(args) not in (None, 'json'):
         module.fail_json(msg='agent_run reads the JSON document of health; --format %s prints none (the schedule and '
                              'monitoring roles run that format)' % health_format(args))
-    if module.check_mode and command in NOT_IN_CHECK_MODE:
+    if module.check_mode and (command in NOT_IN_CHECK_MODE or writes_file(command, args)):
         module.exit_json(changed=False, skipped=True,
                          msg='check mode: pg-backup %s was not run (it changes the repository or a server)' % command)
     if module.check_mode and command == 'prune' and '--dry-run' not in args:

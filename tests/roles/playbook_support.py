@@ -4,9 +4,12 @@ write_config, give_to_pg_user, AGENT_BIN, ...) and the environment that makes th
 as miometry.pg_backup."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,3 +33,17 @@ def playbook_env(tmp_path: Path) -> dict:
     return dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections), ANSIBLE_HOME=str(tmp_path / ".ansible"),
                 ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0", ANSIBLE_LOCALHOST_WARNING="0",
                 ANSIBLE_BECOME_METHOD="su")
+
+
+@contextlib.contextmanager
+def cluster_base(prefix: str):
+    """A postgres-owned 0700 directory and a ClusterFactory making PostgreSQL clusters in it; both removed
+    afterwards (for a module-scoped fixture: ``with cluster_base("pgb-x-") as (path, factory): yield ...``)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    pg.give_to_pg_user(path, 0o700)
+    factory = pg.ClusterFactory(path)
+    try:
+        yield path, factory
+    finally:
+        factory.cleanup()
+        shutil.rmtree(path, ignore_errors=True)

@@ -42,6 +42,13 @@ def _matplotlib():  # type: ignore[no-untyped-def]
     return Figure, FigureCanvasAgg, dates
 
 
+def toolkit():  # type: ignore[no-untyped-def]
+    """(Figure, FigureCanvasAgg, matplotlib.dates), set up as for the charts here (Agg, a writable
+    MPLCONFIGDIR), for other documents drawn with matplotlib (the compliance report's PDF);
+    ChartUnavailable without the charts extra."""
+    return _matplotlib()
+
+
 def drill_history_png(history: Sequence[Dict[str, Any]], rto_target_minutes: float, rpo_target_minutes: float,
                       *, title: str = "") -> bytes:
     """RTO and RPO (minutes) of every drill in ``history`` against the targets, over time.

@@ -188,3 +188,19 @@ def test_commands_of_postgresql_and_tools_are_not_offered(run_module, fake_agent
     assert out.failed
     assert 'value of command must be one of' in out.result['msg']
     assert not fake_agent.called()
+
+
+def test_compliance_report_is_read_only_unless_it_writes_a_file(run_module, fake_agent):
+    for check_mode in (False, True):
+        fake_agent.respond('compliance report', format='json', report={'schema_version': 1})
+        out = run(run_module, fake_agent, 'compliance report', ['--format', 'json', '--period', '90d'],
+                  check_mode=check_mode)
+        assert not out.failed and out.result['changed'] is False
+        assert fake_agent.argv()[3:] == ['compliance', 'report', '--format', 'json', '--period', '90d']
+
+    fake_agent.respond('compliance report', format='pdf', output='/tmp/r.pdf', bytes=100)
+    assert run(run_module, fake_agent, 'compliance report', ['--format', 'pdf', '--output', '/tmp/r.pdf']
+               ).result['changed'] is True
+    out = run(run_module, fake_agent, 'compliance report', ['--format=pdf', '--output=/tmp/r.pdf'], check_mode=True)
+    assert out.result['skipped'] is True and out.result['changed'] is False
+    assert fake_agent.argv()[-1] == '/tmp/r.pdf'          # the last call was the one before: nothing ran
