@@ -41,7 +41,9 @@ options:
   deep:
     description:
       - Also decrypt, decompress and read each archive's table of contents, not only re-hash the stored bytes.
-      - Reads every backup in full; on archive storage classes the agent first restores archived objects.
+      - Reads every backup in full. Objects in GLACIER or DEEP_ARCHIVE are never retrieved by this module; the
+        agent compares what the store reports without a retrieval (size, the store's SHA-256 where it keeps
+        one) and reports those backups as pending their content check (RV(pending_count)).
     type: bool
     default: false
 seealso:
@@ -133,6 +135,13 @@ failed_count:
   returned: success, or failure with exit code 4
   type: int
   sample: 0
+pending_count:
+  description:
+    - Number of backups with objects in an archived storage class (GLACIER, DEEP_ARCHIVE) that were verified by
+      the metadata the store reports; their content check waits for a retrieval (C(pg-backup verify --retrieve)).
+  returned: success, or failure with exit code 4
+  type: int
+  sample: 0
 failed_objects:
   description: 'Every failed object as C(BACKUP_ID/OBJECT: ERROR); empty on success.'
   returned: success, or failure with exit code 4
@@ -214,6 +223,7 @@ def main():
         verified=document.get('verified', len(backups)),
         failed_count=document.get('failed', len([b for b in backups if not b.get('ok')])),
         failed_objects=failed_objects,
+        pending_count=document.get('pending', 0),
         agent_command=cmd,
     )
     if rc == EXIT_INTEGRITY and failed_objects:

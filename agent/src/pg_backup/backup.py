@@ -90,6 +90,7 @@ def run_backup(ctx: Context, tier: str, databases: Sequence[str] = ()) -> Manife
         for index, db in enumerate(chosen, start=1):
             name = object_name_for_database(index, db.name)
             progress.stage(f"database {db.name!r} ({index}/{len(chosen)})")
+            progress.expect(db.size_bytes, "database size")
             session = SnapshotSession(ctx.pg, db.name)
             try:
                 counts = session.row_counts() if settings.backup.row_counts else None
@@ -104,7 +105,8 @@ def run_backup(ctx: Context, tier: str, databases: Sequence[str] = ()) -> Manife
                     proc.kill()
             finally:
                 session.close()
-            objects.append(StoredObject(name, "database", result.size, result.sha256, result.raw_size, database=db.name))
+            objects.append(StoredObject(name, "database", result.size, result.sha256, result.raw_size, database=db.name,
+                                        version_id=result.version_id))
             db_infos.append(DatabaseInfo(db.name, name, db.encoding, db.collate, db.ctype, db.owner, db.size_bytes, counts))
 
     except BaseException:
@@ -149,7 +151,8 @@ class _GlobalsJob(threading.Thread):
             res = store_stream(proc.stdout, self.ctx.storage, self.key, self.ctx.gpg, what="globals",
                                level=self.level, threads=self.threads, options=self.options,
                                finish_source=lambda: proc.check("globals"), background=True)
-            self._stored = StoredObject(self.key.rsplit("/", 1)[-1], "globals", res.size, res.sha256, res.raw_size)
+            self._stored = StoredObject(self.key.rsplit("/", 1)[-1], "globals", res.size, res.sha256, res.raw_size,
+                                        version_id=res.version_id)
         except BaseException as exc:  # re-raised in the caller's thread by result()
             self._error = exc
         finally:

@@ -12,21 +12,12 @@ from typing import Any, Dict, List, Optional
 
 from ..context import Context
 from ..manifest import Manifest, chain_root, missing_members
-from ..progress import human_bytes
+from ..progress import human_bytes, human_duration
 from . import CommandResult
 
 
 def duration_seconds(m: Manifest) -> float:
     return round(max(0.0, (m.finished - m.started).total_seconds()), 3)
-
-
-def human_duration(seconds: float) -> str:
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def backup_type(m: Manifest) -> str:
@@ -77,15 +68,17 @@ def list_backups(ctx: Context, *, tier: Optional[str]) -> CommandResult:
     known = {m.backup_id for m in every}
     manifests = [m for m in every if not tier or m.tier == tier]
     lines = [f"{'BACKUP ID':<38} {'TYPE':<8} {'TIER':<8} {'STARTED (UTC)':<19} {'TOOK':>7} {'ORIGINAL':>10} "
-             f"{'STORED':>10} {'DBS':>3}  KEY"]
+             f"{'STORED':>10} {'DBS':>3}  KEY  SIGNER"]
     for m in manifests:
         lines.append(f"{m.backup_id:<38} {backup_type(m):<8} {m.tier:<8} {m.started:%Y-%m-%d %H:%M:%S} "
                      f"{human_duration(duration_seconds(m)):>7} {human_bytes(m.raw_bytes):>10} "
-                     f"{human_bytes(m.stored_bytes):>10} {len(m.databases):>3}  {m.encryption.fingerprint}")
+                     f"{human_bytes(m.stored_bytes):>10} {len(m.databases):>3}  {m.encryption.fingerprint}  "
+                     f"{m.extra.get('signer') or 'unsigned'}")
         if m.kind == "physical":
             lines.append(_physical_detail(m, known))
     if not manifests:
         lines = [f"no backups in {ctx.repo.location}"]
+    lines += [f"REFUSED {bid}: {why}" for bid, why in sorted(ctx.repo.refused.items())]
     found = chains(every)
     for chain in found:
         if not chain["incremental"] and not chain["missing"]:
@@ -100,7 +93,8 @@ def list_backups(ctx: Context, *, tier: Optional[str]) -> CommandResult:
     elif any(m.kind == "physical" for m in every):
         lines.append("point-in-time recovery window: none (no physical backup has its WAL in the archive)")
     return CommandResult({"repository": ctx.repo.location, "backups": [_summary(m, known) for m in manifests],
-                          "chains": found, "recoverable_window": window.to_dict() if window else None}, lines)
+                          "chains": found, "recoverable_window": window.to_dict() if window else None,
+                          "refused": ctx.repo.refused}, lines)
 
 
 def describe(m: Manifest, known: set) -> List[str]:
@@ -110,7 +104,7 @@ def describe(m: Manifest, known: set) -> List[str]:
              f"  started {m.started:%Y-%m-%d %H:%M:%S} UTC, took {human_duration(duration_seconds(m))}; PostgreSQL "
              f"{m.server_version}",
              f"  original {human_bytes(m.raw_bytes)}, stored {human_bytes(m.stored_bytes)} in {len(m.objects)} "
-             f"object(s), key {m.encryption.fingerprint}"]
+             f"object(s), key {m.encryption.fingerprint}, signed by {m.extra.get('signer') or 'nobody (unsigned)'}"]
     if m.kind == "physical":
         lines.append(f"  WAL {m.start_wal} .. {m.stop_wal}, LSN {m.start_lsn} .. {m.stop_lsn}, timeline {m.timeline}")
     if m.incremental:

@@ -166,13 +166,16 @@ def not_started_note(ctx: Context) -> Optional[str]:
     if not count:
         return None
     return (f"the erasure register ({count} record(s)) is NOT applied: the server was not started; start it and apply "
-            f"the register before anyone uses it (docs/erasure.md, 'Re-applying by hand')")
+            f"the register before anyone uses it (pg-backup erasure replay, docs/erasure.md)")
 
 
 def summary_line(doc: Optional[Dict[str, Any]]) -> str:
     """One line for text output: which records were applied, skipped or did not apply."""
     if not doc:
         return "erasure register: not applied"
+    if doc.get("deferred"):
+        return (f"erasure register: {len(doc['pending'])} record(s) NOT applied yet (--defer-erasure; marker "
+                f"{doc['marker']}): start the server, then run: {doc['command']}")
     parts = [f"{len(doc['applied'])} applied" + (f" ({', '.join(a['erasure_id'] for a in doc['applied'])})"
                                                  if doc["applied"] else "")]
     if doc["skipped"]:

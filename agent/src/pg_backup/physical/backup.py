@@ -78,13 +78,16 @@ def _start(ctx: Context, backup_id: str, decision: Decision, max_rate: int
     went away since they were checked), ``auto`` starts a full backup instead and ``always`` refuses."""
     settings = ctx.settings
     fast = settings.physical.checkpoint == "fast"
+    on_wait = ctx.progress.waiting(f"the server's {settings.physical.checkpoint} checkpoint",
+                                   "" if fast else "physical.checkpoint: fast starts at once")
     stream = BaseBackupStream(settings.postgres, application_name=f"pg-backup {backup_id}")
     try:
         if decision.incremental:
             try:
                 with open(decision.manifest_path or "", "rb") as fh:
                     stream.upload_manifest(fh)
-                start = stream.start(f"pg-backup {backup_id}", fast=fast, max_rate_kib=max_rate, incremental=True)
+                start = stream.start(f"pg-backup {backup_id}", fast=fast, max_rate_kib=max_rate, incremental=True,
+                                     on_wait=on_wait)
                 return (stream, *start, decision)
             except PostgresError as exc:
                 stream.close()
@@ -96,7 +99,8 @@ def _start(ctx: Context, backup_id: str, decision: Decision, max_rate: int
                                                           f"{decision.parent.backup_id}: {exc.message}")  # type: ignore[union-attr]
                 ctx.progress.warn(f"{decision.reason}; taking a full backup instead")
                 stream = BaseBackupStream(settings.postgres, application_name=f"pg-backup {backup_id}")
-        return (stream, *stream.start(f"pg-backup {backup_id}", fast=fast, max_rate_kib=max_rate), decision)
+        return (stream, *stream.start(f"pg-backup {backup_id}", fast=fast, max_rate_kib=max_rate, on_wait=on_wait),
+                decision)
     except BaseException:
         stream.close()
         raise
@@ -157,11 +161,13 @@ def run_physical_backup(ctx: Context, tier: str, mode: str = "never") -> Manifes
                 name, role, oid = object_for(head[0])
                 progress.stage(f"storing {name}" + (f" (tablespace {facts['tablespaces'].get(oid, oid)} at "
                                                     f"{locations.get(oid)})" if oid is not None else ""))
+                progress.expect(stream.sizes.get(oid) if role != "backup_manifest" else None, "server's estimate")
                 source: Any = copy.reader(stream) if role == "backup_manifest" else stream
                 result = store_stream(source, ctx.storage, ctx.repo.object_key(backup_id, name), ctx.gpg,
                                       what=f"{backup_id}/{name}", level=level, threads=threads, options=options,
                                       progress=progress.bytes)
-                objects.append(StoredObject(name, role, result.size, result.sha256, result.raw_size))
+                objects.append(StoredObject(name, role, result.size, result.sha256, result.raw_size,
+                                            version_id=result.version_id))
                 if oid is not None:
                     tablespaces.append({"oid": oid, "name": facts["tablespaces"].get(oid), "object": name,
                                         "location": head[1] or locations.get(oid)})
@@ -206,7 +212,8 @@ def _finish(ctx: Context, backup_id: str, tier: str, started: Any, info: Any, fi
                        f"directory)")
         res = store_stream(io.BytesIO(config_tar), ctx.storage, ctx.repo.object_key(backup_id, CONFIG_OBJECT),
                            ctx.gpg, what=f"{backup_id}/{CONFIG_OBJECT}", level=level, threads=threads, options=options)
-        objects.append(StoredObject(CONFIG_OBJECT, "config", res.size, res.sha256, res.raw_size))
+        objects.append(StoredObject(CONFIG_OBJECT, "config", res.size, res.sha256, res.raw_size,
+                                    version_id=res.version_id))
     stop_time, next_xid = _after_stop(ctx)
     segment_size = facts["segment_size"]
     start_wal, stop_wal = wal_range(start_lsn, timeline, stop_lsn, stop_timeline, segment_size)

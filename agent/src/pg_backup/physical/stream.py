@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import re
 import select
+import time
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Dict, List, Optional, Tuple
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple
 
 from ..config import PostgresSettings
 from ..errors import PostgresError
@@ -71,6 +72,9 @@ class BaseBackupStream:
         self._pending: Optional[memoryview] = None
         self._in_archive = False
         self._copy_done = False
+        #: The server's estimate of each archive's size in bytes (``PROGRESS``): None for base.tar,
+        #: the tablespace oid for the others. Filled in by :meth:`start`.
+        self.sizes: Dict[Optional[int], int] = {}
 
     # low level ---------------------------------------------------------------------------------
     def _error_text(self, result: Any = None) -> str:
@@ -78,19 +82,23 @@ class BaseBackupStream:
         lines = [ln.strip() for ln in raw.decode(errors="replace").splitlines() if ln.strip()]
         return lines[0] if lines else "no detail"
 
-    def _wait_readable(self) -> None:
+    def _wait_readable(self, idle: Optional[Callable[[], None]] = None) -> None:
         sock = self.conn.socket
         while not select.select([sock], [], [], 1.0)[0]:
-            pass
+            if idle is not None:
+                idle()
         try:
             self.conn.consume_input()
         except Exception:  # psycopg.OperationalError: the connection broke
             raise PostgresError(f"the replication connection to {self.where} broke: {self._error_text()}") from None
 
-    def _result(self) -> Any:
-        """The next result (None after the last one), waiting without holding the GIL."""
+    def _result(self, on_wait: Optional[Callable[[float], None]] = None) -> Any:
+        """The next result (None after the last one), waiting without holding the GIL; ``on_wait`` is
+        called with the seconds waited so far about once a second while nothing arrives."""
+        t0 = time.monotonic()
+        idle = None if on_wait is None else (lambda: on_wait(time.monotonic() - t0))
         while self.conn.is_busy():
-            self._wait_readable()
+            self._wait_readable(idle)
         return self.conn.get_result()
 
     def _check(self, result: Any, what: str) -> Any:
@@ -156,11 +164,16 @@ class BaseBackupStream:
                 self.conn.nonblocking = 1
 
     def start(self, label: str, *, fast: bool, max_rate_kib: int = 0,
-              incremental: bool = False) -> Tuple[int, int, List[TablespaceHeader]]:
+              incremental: bool = False, on_wait: Optional[Callable[[float], None]] = None
+              ) -> Tuple[int, int, List[TablespaceHeader]]:
         """Send BASE_BACKUP; return (start LSN, timeline, extra tablespaces) once the checkpoint is done.
-        ``incremental``: relative to the manifest sent by :meth:`upload_manifest` just before."""
+        ``incremental``: relative to the manifest sent by :meth:`upload_manifest` just before.
+        ``on_wait(seconds)``: called about once a second while the server checkpoints. ``PROGRESS``
+        makes the server add up the files' sizes first (as ``pg_basebackup --progress`` does): the
+        estimates in :attr:`sizes` give the progress a percentage and an ETA."""
         options = [f"LABEL {_quote_literal(label)}", f"CHECKPOINT '{'fast' if fast else 'spread'}'",
-                   "WAIT false", "MANIFEST 'yes'", "MANIFEST_CHECKSUMS 'SHA256'", "TABLESPACE_MAP true"]
+                   "WAIT false", "MANIFEST 'yes'", "MANIFEST_CHECKSUMS 'SHA256'", "TABLESPACE_MAP true",
+                   "PROGRESS true"]
         if max_rate_kib:
             options.append(f"MAX_RATE {int(max_rate_kib)}")
         if incremental:
@@ -170,7 +183,7 @@ class BaseBackupStream:
         except Exception:  # psycopg.OperationalError
             raise PostgresError(f"cannot start a base backup on {self.where}: {self._error_text()}") from None
         pq = self._pq
-        first = self._check(self._result(), "no start position")
+        first = self._check(self._result(on_wait), "no start position")
         if first.status != pq.ExecStatus.TUPLES_OK or first.ntuples != 1:
             raise PostgresError(f"unexpected answer to BASE_BACKUP from {self.where} (status {first.status})")
         start_lsn = parse_lsn_arg(first.get_value(0, 0).decode())
@@ -181,6 +194,9 @@ class BaseBackupStream:
             oid = heads.get_value(row, 0)
             if oid is not None:
                 tablespaces.append(TablespaceHeader(int(oid.decode()), (heads.get_value(row, 1) or b"").decode()))
+            size_kib = heads.get_value(row, 2) if heads.nfields > 2 else None
+            if size_kib is not None:
+                self.sizes[int(oid.decode()) if oid is not None else None] = int(size_kib.decode()) * 1024
         copy = self._check(self._result(), "no data")
         if copy.status != pq.ExecStatus.COPY_OUT:
             raise PostgresError(f"unexpected answer to BASE_BACKUP from {self.where}: no COPY stream "

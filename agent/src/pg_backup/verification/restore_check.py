@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from ..context import Context
-from ..erasure.replay import expected_row_counts
+from ..erasure.replay import check_skips, expected_row_counts
 from ..errors import NotFoundError, PgBackupError, UsageError
 from ..manifest import Manifest, iso
 from ..recovery.flow import recover, socket_host
@@ -75,7 +75,7 @@ def _scratch_name(manifest: Manifest, token: str, n: int) -> str:
     return f"pgb_verify_{stamp}_{token}_{n}"
 
 
-def _verify_logical(ctx: Context, manifest: Manifest, outcome: Outcome) -> None:
+def _verify_logical(ctx: Context, manifest: Manifest, outcome: Outcome, skips: Dict[str, str]) -> None:
     if not manifest.databases:
         outcome.notes.append("the backup holds no database (globals only): nothing to restore")
     token = secrets.token_hex(3)
@@ -90,7 +90,8 @@ def _verify_logical(ctx: Context, manifest: Manifest, outcome: Outcome) -> None:
             ctx.progress.stage(f"verify {manifest.backup_id}: restoring database {db.name!r} into scratch "
                                f"database {scratch!r}")
             created.append(scratch)
-            res = run_restore(ctx, manifest.backup_id, database=db.name, target=scratch, no_owner=True)
+            res = run_restore(ctx, manifest.backup_id, database=db.name, target=scratch, no_owner=True,
+                              skip_erasures=skips)
             entry.update(restored=True, restore_seconds=res["duration_seconds"])
             database_map[db.name] = scratch
             entry["erasures"] = res["erasures"]  # applied before the checks; the expected counts lose those rows
@@ -114,7 +115,7 @@ def _verify_logical(ctx: Context, manifest: Manifest, outcome: Outcome) -> None:
 
 # -- physical --------------------------------------------------------------------------------------
 
-def _verify_physical(ctx: Context, manifest: Manifest, outcome: Outcome) -> None:
+def _verify_physical(ctx: Context, manifest: Manifest, outcome: Outcome, skips: Dict[str, str]) -> None:
     root = ctx.scratch_root()
     data_dir = os.path.join(root, f"verify-{manifest.backup_id}-{secrets.token_hex(3)}")
     port = ctx.settings.verify.scratch_port
@@ -123,7 +124,7 @@ def _verify_physical(ctx: Context, manifest: Manifest, outcome: Outcome) -> None
         ctx.progress.stage(f"verify {manifest.backup_id}: restoring the base backup into {data_dir} "
                            f"(port {port}, archiving off)")
         result = recover(ctx, consistent_target(), data_dir, port=port, start=True, archiving=False,
-                         backup_id=manifest.backup_id)
+                         backup_id=manifest.backup_id, skip_erasures=skips)
         started_server = True
         outcome.databases.append({"data_dir": data_dir, "port": result.port, "restored": True,
                                   "erasures": result.erasures,
@@ -150,10 +151,14 @@ def _verify_physical(ctx: Context, manifest: Manifest, outcome: Outcome) -> None
 # -- the service -----------------------------------------------------------------------------------
 
 def verify_restore(ctx: Context, backup_id: Optional[str], *, tier: Optional[str] = None,
-                   random_pick: bool = False, kind: Optional[str] = None) -> RestoreVerification:
+                   random_pick: bool = False, kind: Optional[str] = None,
+                   skip_erasures: Optional[Dict[str, str]] = None) -> RestoreVerification:
     """Restore one backup (named, or chosen by tier/kind, newest or random), check it, clean up and
     record the outcome. A failure of the restore itself is kept in the outcome, not raised: it is a
-    verdict to record like any other."""
+    verdict to record like any other. ``skip_erasures`` ({erasure id: reason}): records handed over
+    without re-application (audited when used, like restore's ``--skip-erasure``)."""
+    skips = dict(skip_erasures or {})
+    check_skips(ctx, skips)
     manifest = select_backup(ctx, backup_id, tier=tier, random_pick=random_pick, kind=kind)
     if manifest.kind not in ("logical", "physical"):
         raise UsageError(f"backup {manifest.backup_id} is of unknown kind {manifest.kind!r}")
@@ -164,9 +169,9 @@ def verify_restore(ctx: Context, backup_id: Optional[str], *, tier: Optional[str
     ctx.progress.stage(f"verify --restore {manifest.backup_id} ({manifest.kind}, {manifest.tier})")
     try:
         if manifest.kind == "logical":
-            _verify_logical(ctx, manifest, outcome)
+            _verify_logical(ctx, manifest, outcome, skips)
         else:
-            _verify_physical(ctx, manifest, outcome)
+            _verify_physical(ctx, manifest, outcome, skips)
     except PgBackupError as exc:
         outcome.error, outcome.error_exit_code = str(exc), exc.exit_code
     finished = ctx.clock()
