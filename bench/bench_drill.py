@@ -41,7 +41,9 @@ GENERATE_SETTINGS = {
     "autovacuum": "off", "shared_buffers": "'256MB'",
 }
 ARCHIVE_SETTINGS = {"wal_level": "replica", "max_wal_senders": "4", "archive_mode": "on"}
-PHASES = ("download", "decrypt_decompress", "extract", "wal_replay", "startup", "checks")
+#: The drill report's RTO phases; ``combine`` (pg_combinebackup) is 0 unless the newest backup is an
+#: incremental chain.
+PHASES = ("download", "decrypt_decompress", "extract", "combine", "wal_replay", "startup", "checks")
 
 
 def restart(cluster: TempCluster) -> None:
@@ -165,7 +167,7 @@ class DrillBench:
     def report(self, started: dt.datetime, elapsed: float, version: str) -> str:
         d = self.drill
         phases = d["rto"]["phases"]
-        files_pgb = sum(phases.get(k, 0.0) for k in ("download", "decrypt_decompress", "extract"))
+        files_pgb = sum(phases.get(k, 0.0) for k in ("download", "decrypt_decompress", "extract", "combine"))
         replay_pgb = phases.get("wal_replay", 0.0) + phases.get("startup", 0.0)
         files_pgbr = self.results["pgbr_restore"].wall
         total_pgbr = files_pgbr + self.pgbr_replay_startup + self.pgbr_checks
@@ -195,7 +197,8 @@ class DrillBench:
             ["base backup (wall s)", f"{b_pgb:.1f}", f"{b_pgbr:.1f}", ratio(b_pgb, b_pgbr)],
             ["stored size of the base backup (MB)", f"{self.sizes['pgb'] / 1e6:,.1f}",
              f"{self.sizes['pgbr'] / 1e6:,.1f}", ratio(self.sizes["pgb"], self.sizes["pgbr"])],
-            ["restore phase: files in place (download + decrypt + decompress + extract / `pgbackrest restore`)",
+            ["restore phase: files in place (download + decrypt + decompress + extract [+ combine] / "
+             "`pgbackrest restore`)",
              f"{files_pgb:.1f}", f"{files_pgbr:.1f}", ratio(files_pgb, files_pgbr)],
             ["WAL replay + startup until promoted", f"{replay_pgb:.1f}", f"{self.pgbr_replay_startup:.1f}",
              ratio(replay_pgb, self.pgbr_replay_startup)],

@@ -21,6 +21,7 @@ stored size within 5 % of pgBackRest's. Standard library only; not part of ``mak
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -31,16 +32,16 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_logical import ACCOUNTS_PER_SCALE, agent_command, cpu_model, filler_sql  # noqa: E402
-from common import (Measurement, agent_setup, tear_down, TempCluster, check_ok, kb_to_mb, log, make_pg_dir, markdown_table,  # noqa: E402
+from common import (emit, Measurement, agent_setup, tear_down, TempCluster, check_ok, kb_to_mb, log, make_pg_dir, markdown_table,  # noqa: E402
                     measure, parse_json_stdout, pg_bin_dir, require_root, run_as_pg, signals_raise,
                     write_pg_file)
 
-TARGETS = {"speed": 1.0, "size": 1.05}
+TARGETS = {"speed": 1.0, "size": 1.05, "recovery": 1.0}
 DB = "bench_random"
 CLUSTER_SETTINGS = {
     "wal_level": "minimal",        # for the data generation only (TRUNCATE + INSERT skip WAL); replica after
@@ -62,6 +63,45 @@ class Row:
     extra: Dict[str, object] = field(default_factory=dict)
 
 
+def make_random_database(cluster: TempCluster, scale: int, db: str = DB) -> None:
+    """pgbench schema at ``scale`` whose filler columns are random hex (bench_logical.py's random filler)."""
+    pgbench, fast = cluster.tool("pgbench"), {"PGOPTIONS": "-c synchronous_commit=off"}
+    cluster.psql(f"CREATE DATABASE {db}")
+    log(f"generating {db}: pgbench schema, scale {scale}, random hex filler")
+    run_as_pg([pgbench, "-i", "-q", "-s", str(scale), "-I", "dt", db], env=cluster.env(fast))
+    try:
+        cluster.psql("CREATE EXTENSION IF NOT EXISTS pgcrypto", db)
+        have = True
+    except RuntimeError:
+        have = False
+    cluster.psql(f"""
+        BEGIN;
+        TRUNCATE pgbench_branches, pgbench_tellers, pgbench_accounts, pgbench_history;
+        INSERT INTO pgbench_branches SELECT b, 0, {filler_sql(88, have)} FROM generate_series(1, {scale}) b;
+        INSERT INTO pgbench_tellers SELECT t, (t - 1) / 10 + 1, 0, {filler_sql(84, have)}
+          FROM generate_series(1, {10 * scale}) t;
+        INSERT INTO pgbench_accounts SELECT a, (a - 1) / {ACCOUNTS_PER_SCALE} + 1, 0, {filler_sql(84, have)}
+          FROM generate_series(1, {ACCOUNTS_PER_SCALE * scale}) a;
+        COMMIT;""", db, extra_env=fast)
+    run_as_pg([pgbench, "-i", "-q", "-s", str(scale), "-I", "vp", db], env=cluster.env(fast))
+
+
+def pgbackrest_setup(work: str, cluster: TempCluster) -> Tuple[List[str], str]:
+    """A pgBackRest configuration for ``cluster`` (stanza ``bench``: zst, process-max 2, local repository,
+    no cipher): (command prefix, repository path)."""
+    pgbr = make_pg_dir(os.path.join(work, "pgbr"))
+    for sub in ("repo", "lock", "spool", "log"):
+        make_pg_dir(os.path.join(pgbr, sub))
+    repo = os.path.join(pgbr, "repo")
+    cfg = write_pg_file(os.path.join(pgbr, "pgbackrest.conf"), "\n".join([
+        "[global]", f"repo1-path={repo}", "compress-type=zst", "process-max=2", "start-fast=y",
+        "log-level-console=warn", "log-level-stderr=warn", "log-level-file=off", f"lock-path={pgbr}/lock",
+        f"spool-path={pgbr}/spool", f"log-path={pgbr}/log", "repo1-retention-full=9999",
+        "[bench]", f"pg1-path={cluster.data}", f"pg1-port={cluster.port}", f"pg1-socket-path={cluster.sock}",
+    ]) + "\n")
+    return ["pgbackrest", f"--config={cfg}", "--stanza=bench"], repo
+
+
 def pgbackrest_version() -> str:
     out = subprocess.run(["pgbackrest", "version"], capture_output=True, text=True).stdout.split()
     return out[-1] if out else "?"
@@ -81,39 +121,11 @@ class Bench:
             "repository": {"type": "local", "path": make_pg_dir(os.path.join(work, "repo"))},
             "paths": {"state_dir": make_pg_dir(os.path.join(work, "state"))},
             "physical": {"checkpoint": "fast"}}, indent=1))
-        pgbr = make_pg_dir(os.path.join(work, "pgbr"))
-        for sub in ("repo", "lock", "spool", "log"):
-            make_pg_dir(os.path.join(pgbr, sub))
-        self.pgbr_repo = os.path.join(pgbr, "repo")
-        self.pgbr_cfg = write_pg_file(os.path.join(pgbr, "pgbackrest.conf"), "\n".join([
-            "[global]", f"repo1-path={self.pgbr_repo}", "compress-type=zst", "process-max=2", "start-fast=y",
-            "log-level-console=warn", "log-level-stderr=warn", "log-level-file=off", f"lock-path={pgbr}/lock",
-            f"spool-path={pgbr}/spool", f"log-path={pgbr}/log", "repo1-retention-full=9999",
-            "[bench]", f"pg1-path={cluster.data}", f"pg1-port={cluster.port}", f"pg1-socket-path={cluster.sock}",
-        ]) + "\n")
-        self.pgbr = ["pgbackrest", f"--config={self.pgbr_cfg}", "--stanza=bench"]
+        self.pgbr, self.pgbr_repo = pgbackrest_setup(work, cluster)
 
     # -- setup --------------------------------------------------------------------------------------
     def make_database(self, scale: int) -> None:
-        pgbench, fast = self.cluster.tool("pgbench"), {"PGOPTIONS": "-c synchronous_commit=off"}
-        self.cluster.psql(f"CREATE DATABASE {DB}")
-        log(f"generating {DB}: pgbench schema, scale {scale}, random hex filler")
-        run_as_pg([pgbench, "-i", "-q", "-s", str(scale), "-I", "dt", DB], env=self.cluster.env(fast))
-        try:
-            self.cluster.psql("CREATE EXTENSION IF NOT EXISTS pgcrypto", DB)
-            have = True
-        except RuntimeError:
-            have = False
-        self.cluster.psql(f"""
-            BEGIN;
-            TRUNCATE pgbench_branches, pgbench_tellers, pgbench_accounts, pgbench_history;
-            INSERT INTO pgbench_branches SELECT b, 0, {filler_sql(88, have)} FROM generate_series(1, {scale}) b;
-            INSERT INTO pgbench_tellers SELECT t, (t - 1) / 10 + 1, 0, {filler_sql(84, have)}
-              FROM generate_series(1, {10 * scale}) t;
-            INSERT INTO pgbench_accounts SELECT a, (a - 1) / {ACCOUNTS_PER_SCALE} + 1, 0, {filler_sql(84, have)}
-              FROM generate_series(1, {ACCOUNTS_PER_SCALE * scale}) a;
-            COMMIT;""", DB, extra_env=fast)
-        run_as_pg([pgbench, "-i", "-q", "-s", str(scale), "-I", "vp", DB], env=self.cluster.env(fast))
+        make_random_database(self.cluster, scale)
 
     def enable_archiving(self) -> None:
         """wal_level replica, archive_mode on, archive_command pushing into both repositories."""
@@ -201,7 +213,8 @@ class Bench:
             doc = parse_json_stdout(m)
             phases = doc.get("phases", {})
             return Row("", m, extra={"phases": phases, "replay": phases.get("startup", 0) + phases.get("wal_replay", 0),
-                                     "reached": doc.get("reached")})
+                                     "reached": doc.get("reached"),
+                                     "restored": restore_gaps(os.path.join(data, "log", "pg-backup-recovery.log"))})
         finally:
             self._stop(data)
 
@@ -215,6 +228,8 @@ class Bench:
                                               f"--recovery-option=port={port}", "restore"],
                                  env=self.env, cwd=self.files, label="pgbackrest restore"), "pgbackrest restore")
             restored = time.monotonic()
+            with contextlib.suppress(FileNotFoundError):   # one server log per round (it is profiled)
+                os.unlink(os.path.join(data, "..", "log"))
             start = measure([self.cluster.tool("pg_ctl"), "-D", data, "-l", os.path.join(data, "..", "log"), "-w",
                              "-t", "3600", "start"], env=self.env, cwd=self.files)
             check_ok(start, "pg_ctl start (pgBackRest restore)")
@@ -228,7 +243,8 @@ class Bench:
             m.wall = done - t0  # restore + start + replay until promoted, like pitr
             return Row("", m, extra={"phases": {"restore": round(restored - t0, 1),
                                                 "startup_and_replay": round(done - restored, 1)},
-                                     "replay": done - restored})
+                                     "replay": done - restored,
+                                     "restored": restore_gaps(os.path.join(data, "..", "log"))})
         finally:
             self._stop(data)
 
@@ -246,7 +262,7 @@ def fmt(x: Optional[float], digits: int = 2) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
-def report(rows: Dict[str, Row], restores: Dict[str, Row], wal_bytes: Optional[int], args: argparse.Namespace,
+def report(rows: Dict[str, Row], restores: Dict[str, List[Row]], wal_bytes: Optional[int], args: argparse.Namespace,
            started: dt.datetime, db_size: int, version: str, zstd_note: str) -> str:
     base = rows.get("pgbackrest")
     head = (f"pg-backup physical benchmark, {started:%Y-%m-%d %H:%M} UTC, pgbench scale {args.scale} with random "
@@ -270,15 +286,108 @@ def report(rows: Dict[str, Row], restores: Dict[str, Row], wal_bytes: Optional[i
                 f"- stored size / pgBackRest: {fmt(size, 3)} (target <= {TARGETS['size']:.2f}): "
                 f"{'PASS' if size is not None and size <= TARGETS['size'] else 'MISS'}"]
     if restores:
-        rbase = restores.get("pgbackrest")
-        mbw = (wal_bytes or 0) / 1e6
-        out += ["", f"Recovery of everything archived after pgbench ({mbw:,.0f} MB of WAL after the backups):", "",
-                markdown_table(["method", "wall s", "× pgBackRest", "phases s", "WAL replay MB/s"], [
-                    [r.label, f"ERROR: {r.error}", "", "", ""] if r.error else
-                    [r.label, f"{r.m.wall:.1f}", fmt(ratio(r.m.wall, rbase.m.wall if rbase and rbase.m else None)),
-                     ", ".join(f"{k} {v:.1f}" for k, v in r.extra.get("phases", {}).items()),
-                     fmt(mbw / r.extra["replay"] if r.extra.get("replay") else None, 0)] for r in restores.values()])]
+        out += ["", recovery_report(restores, wal_bytes)]
     return "\n".join(out) + "\n"
+
+
+def restore_gaps(server_log: str) -> Optional[List[float]]:
+    """The profile of WAL replay from the recovered server's log (default log_line_prefix '%m [%p] '):
+    seconds from the server's start to the first 'restored log file', then between consecutive ones --
+    how long PostgreSQL waited for restore_command plus its own replay of each segment."""
+    import re
+
+    stamps: List[float] = []
+    pattern = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)")
+    try:
+        with open(server_log, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                m = pattern.match(line)
+                if m and ("starting PostgreSQL" in line or "restored log file" in line):
+                    stamps.append(dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp())
+    except OSError:
+        return None
+    return [b - a for a, b in zip(stamps, stamps[1:])] or None
+
+
+RESTORE_LABELS = {"ours": "pg-backup pitr --latest (scratch port)",
+                  "pgbackrest": "pgBackRest restore --type=default + start until promoted"}
+
+
+def alternating_restores(bench: "Bench", rounds: int) -> Dict[str, List[Row]]:
+    """``rounds`` rounds of both recoveries, alternating which goes first (a drift of the host's speed
+    then hits both alike); a failed run is kept as a row with its error."""
+    runs: Dict[str, List[Row]] = {"ours": [], "pgbackrest": []}
+    fns = {"ours": bench.pitr_ours, "pgbackrest": bench.restore_pgbackrest}
+    for r in range(rounds):
+        for key in (("ours", "pgbackrest") if r % 2 == 0 else ("pgbackrest", "ours")):
+            log(f"recovery round {r + 1}/{rounds}: {RESTORE_LABELS[key]}")
+            try:
+                row = fns[key]()
+            except Exception as exc:  # one failing method must not hide the other's results
+                text = str(exc).strip()
+                row = Row(RESTORE_LABELS[key], error=text.splitlines()[-1] if text else repr(exc))
+            row.label = RESTORE_LABELS[key]
+            runs[key].append(row)
+    return runs
+
+
+def gaps_text(runs: List[Optional[List[float]]]) -> str:
+    """Median over runs of the first gap, and the median (max) of the per-segment gaps of all runs."""
+    import statistics
+
+    runs = [g for g in runs if g]
+    if not runs:
+        return "–"
+    rest = [x for g in runs for x in g[1:]]
+    text = f"{statistics.median([g[0] for g in runs]):.2f}"
+    if rest:
+        text += f"; {statistics.median(rest):.2f} ({max(rest):.2f}) over {len(rest)} segments"
+    return text
+
+
+def recovery_report(runs: Dict[str, List[Row]], wal_bytes: Optional[int]) -> str:
+    """One row per tool (median wall with its range, median phases, replay MB/s), then the targets as
+    the median over rounds of the per-round ratio pg-backup / pgBackRest."""
+    import statistics
+
+    mbw = (wal_bytes or 0) / 1e6
+    rows = []
+    for key, label in RESTORE_LABELS.items():
+        good = [r for r in runs.get(key, []) if not r.error]
+        errors = sorted({r.error for r in runs.get(key, []) if r.error})
+        if not good:
+            rows.append([label, f"ERROR: {'; '.join(errors) or 'not run'}", "", "", ""])
+            continue
+        walls = [r.m.wall for r in good]
+        phases = sorted({k for r in good for k in r.extra.get("phases", {})})
+        rates = [mbw / r.extra["replay"] for r in good if r.extra.get("replay")]
+        rows.append([label, f"{statistics.median(walls):.1f}" + (f" ({min(walls):.1f}–{max(walls):.1f})"
+                                                                    if len(walls) > 1 else ""),
+                     ", ".join(f"{k} {statistics.median([r.extra['phases'].get(k, 0.0) for r in good]):.1f}"
+                               for k in phases),
+                     fmt(statistics.median(rates) if rates else None, 0)
+                     + (f" ({min(rates):.0f}–{max(rates):.0f})" if len(rates) > 1 else ""),
+                     gaps_text([r.extra.get("restored") for r in good])])
+    out = [f"Recovery of everything archived after pgbench ({mbw:,.0f} MB of WAL after the backups), "
+           f"{len(runs.get('ours', []))} alternating round(s):", "",
+           markdown_table(["method", "wall s, median (range)", "phases s (median)", "WAL replay MB/s, median (range)",
+                           "server start → 1st restored segment; then s per segment, median (max)"], rows)]
+    pairs = [(a, b) for a, b in zip(runs.get("ours", []), runs.get("pgbackrest", [])) if not a.error and not b.error]
+    if pairs:
+        walls = [a.m.wall / b.m.wall for a, b in pairs]
+        rates = [b.extra["replay"] / a.extra["replay"] for a, b in pairs
+                 if a.extra.get("replay") and b.extra.get("replay")]
+
+        def verdict(vals: List[float], ok) -> str:  # type: ignore[no-untyped-def]
+            if not vals:
+                return "–"
+            m = statistics.median(vals)
+            rng = f" (rounds: {', '.join(f'{v:.2f}' for v in vals)})" if len(vals) > 1 else ""
+            return f"{m:.2f}{rng}: {'PASS' if ok(m) else 'MISS'}"
+        out += ["", f"- pitr --latest wall / pgBackRest restore + promotion: "
+                    f"{verdict(walls, lambda m: m <= TARGETS['recovery'])} (target <= {TARGETS['recovery']:.1f})",
+                f"- WAL replay rate / pgBackRest's: {verdict(rates, lambda m: m >= 1.0)} (target >= 1.0)"]
+    return "\n".join(out)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -287,6 +396,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--quick", action="store_true", help="scale 5, pgbench 5 s, one run each (a smoke run)")
     p.add_argument("--repeat", type=int, default=1, help="runs per backup method (the median is reported)")
     p.add_argument("--pgbench-seconds", type=int, default=30)
+    p.add_argument("--recovery-rounds", type=int, default=3,
+                   help="alternating rounds of both recoveries (at least --repeat); medians and ranges reported")
     p.add_argument("--output", help="also write the report here")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     p.add_argument("--pg-bin", help="PostgreSQL bin directory (default: newest /usr/lib/postgresql/*/bin)")
@@ -302,7 +413,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     bin_dir = pg_bin_dir(args.pg_bin)
     cluster = TempCluster(work, bin_dir, CLUSTER_SETTINGS)
     rows: Dict[str, Row] = {}
-    restores: Dict[str, Row] = {}
+    restores: Dict[str, List[Row]] = {}
     wal_bytes = None
     failed = False
     with signals_raise():
@@ -323,10 +434,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             if rows["basebackup"].error and "zstd" in rows["basebackup"].error:
                 zstd_note = f"pg_basebackup --compress=server-zstd is not available here: {rows['basebackup'].error}"
             wal_bytes = bench.pgbench(args.pgbench_seconds)
-            restores["ours"] = bench.repeated("pg-backup pitr --latest (scratch port)", bench.pitr_ours)
-            restores["pgbackrest"] = bench.repeated("pgBackRest restore --type=default + start until promoted",
-                                                    bench.restore_pgbackrest)
-            failed = any(r.error for r in list(rows.values()) + list(restores.values())
+            restores = alternating_restores(bench, max(args.repeat, args.recovery_rounds))
+            failed = any(r.error for r in list(rows.values()) + [x for v in restores.values() for x in v]
                          if r is not rows.get("basebackup"))
             text = report(rows, restores, wal_bytes, args, started, db_size, version, zstd_note)
         except BaseException:
@@ -334,10 +443,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         finally:
             tear_down(cluster, work, args.keep)
-    print(text)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(text)
+    emit(text, args.output)
     return 1 if failed else 0
 
 

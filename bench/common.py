@@ -488,3 +488,11 @@ def tear_down(cluster: Optional["TempCluster"], work: str, keep: bool, moto: Opt
         log(f"kept {work}")
     else:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def emit(text: str, output: Optional[str]) -> None:
+    """Print the report, and write it to ``output`` too when given."""
+    print(text)
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)

@@ -11,7 +11,8 @@
 3. **Check** the restored server: ``verify.checks`` must hold (the verification service's checks).
 4. **Measure** (:mod:`.rpo`)
    - RTO = simulated loss -> restored server accepting connections *and* the checks passed, with
-     the phases of recovery (download, decrypt+decompress, extract, WAL replay, startup, checks).
+     the phases of recovery (download, decrypt+decompress, extract, combine for an incremental
+     chain, WAL replay, startup, checks).
    - RPO: if the restored server replayed WAL up to the primary's position at the loss
      (``pg_last_wal_replay_lsn() >= loss LSN``) nothing was lost: RPO 0. Otherwise the RPO is the
      time from the last commit present in the restore (``pg_last_xact_replay_timestamp()``) to the

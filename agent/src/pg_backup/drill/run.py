@@ -11,6 +11,7 @@ from typing import Any, Dict, Optional
 
 from .. import __version__
 from ..context import Context
+from ..erasure.replay import check_skips
 from ..errors import PgBackupError
 from ..manifest import iso
 from ..recovery.datadir import check_data_dir
@@ -44,7 +45,8 @@ def _new_drill_id(ctx: Context, started: Any) -> str:
     return drill_id
 
 
-def run_drill(ctx: Context, *, data_dir: Optional[str], port: Optional[int], keep: bool) -> DrillRun:
+def run_drill(ctx: Context, *, data_dir: Optional[str], port: Optional[int], keep: bool,
+              skip_erasures: Optional[Dict[str, str]] = None) -> DrillRun:
     """A drill into ``data_dir`` (default: a new directory under verify.scratch_dir) on ``port``
     (default drill.port); ``keep`` leaves the recovered server running. Failures are in the outcome."""
     settings = ctx.settings
@@ -56,6 +58,7 @@ def run_drill(ctx: Context, *, data_dir: Optional[str], port: Optional[int], kee
     # Before the primary is marked: a data directory this user cannot create (or one a server runs in)
     # is a usage error with one clear line, not a traceback after the drill has begun.
     check_data_dir(data_dir)
+    check_skips(ctx, skip_erasures or {})
     wait = min(300.0, max(10.0, 2.0 * settings.wal.archive_timeout_seconds))
     ctx.progress.stage(f"drill {drill_id}: marking the primary, then recovering the latest state into {data_dir} "
                        f"(port {port}, archiving off)")
@@ -72,7 +75,8 @@ def run_drill(ctx: Context, *, data_dir: Optional[str], port: Optional[int], kee
     result = None
     t_ready = t_checked = None
     try:
-        result = recover(ctx, latest_target(), data_dir, port=port, start=True, archiving=False)
+        result = recover(ctx, latest_target(), data_dir, port=port, start=True, archiving=False,
+                         skip_erasures=skip_erasures)
         t_ready = time.monotonic()
         outcome.backup_id = result.backup_id
         phases.update({k: round(float(v), 3) for k, v in (result.phases or {}).items()})

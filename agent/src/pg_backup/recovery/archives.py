@@ -5,7 +5,7 @@ decrypted, and the objects of every backup a restore needs (one full backup, or 
 incremental chain) are checked before any of them is extracted. Objects the storage keeps as local
 files are hashed in place; others (S3) are written into a private download directory while they are
 hashed (one download, ciphertext only), and extracted from there. Checking and extracting run in
-parallel, a few objects at a time (:data:`RESTORE_WORKERS`).
+parallel, a few objects at a time (``physical.restore_workers``: :func:`restore_workers`).
 """
 from __future__ import annotations
 
@@ -28,14 +28,24 @@ from ..progress import PhaseTimer, Progress, human_bytes
 from ..storage.base import Storage
 from ..storage.local import LocalStorage
 
-#: Objects downloaded and checked, or decrypted and extracted, at the same time. Each extraction is
-#: a gpg, a zstd stream and a tar, so a few keep a small host busy without starving the server.
-RESTORE_WORKERS = 4
+#: The automatic ``physical.restore_workers`` (0): two per CPU within these bounds. Each extraction is
+#: a gpg, a zstd stream and a tar that also wait on reads and writes, so two per CPU keep the CPUs busy
+#: (4 on the 2-CPU machines the benchmarks run on, the former constant); more than 8 at once mostly adds
+#: memory and contention on the target disk.
+AUTO_WORKERS_MIN, AUTO_WORKERS_MAX = 2, 8
 
 T = TypeVar("T")
 
 
-def run_parallel(jobs: Sequence[Callable[[], T]], workers: int = RESTORE_WORKERS) -> List[T]:
+def restore_workers(settings: object) -> int:
+    """``physical.restore_workers``, or (0) two per CPU within AUTO_WORKERS_MIN..AUTO_WORKERS_MAX."""
+    configured = getattr(getattr(settings, "physical", None), "restore_workers", 0) or 0
+    if configured > 0:
+        return configured
+    return max(AUTO_WORKERS_MIN, min(AUTO_WORKERS_MAX, 2 * (os.cpu_count() or 1)))
+
+
+def run_parallel(jobs: Sequence[Callable[[], T]], workers: int = AUTO_WORKERS_MIN) -> List[T]:
     """Run ``jobs`` on up to ``workers`` threads; results in job order. On the first failure the jobs
     not started yet are cancelled, the running ones end, and that first failure is raised: no thread
     outlives the call."""
@@ -109,7 +119,7 @@ def checked_objects(ctx: Context, wanted: Sequence[Tuple[Manifest, str]], spool_
         ctx.storage.make_readable([k for _, _, k in keys],
                                   progress=lambda d, t, m: progress.note(f"archived objects: {d}/{t} readable ({m})"))
         found = run_parallel([lambda m=m, n=n, k=k: _check_one(ctx, m, n, k, spool, progress)  # type: ignore[misc]
-                              for m, n, k in keys])
+                              for m, n, k in keys], restore_workers(ctx.settings))
         timer.add("download", time.monotonic() - t0)
         yield Checked({(m.backup_id, n): where for (m, n, _), where in zip(keys, found)})
     finally:
@@ -138,7 +148,8 @@ def extract_all(ctx: Context, checked: Checked, jobs: Sequence[Extraction], time
         storage, key = checked.source(jobs[i].manifest, jobs[i].name)
         return extract_archive(ctx, storage, key, jobs[i].manifest, jobs[i].name, jobs[i].dest, timers[i], progress)
 
-    total = sum(run_parallel([lambda i=i: job(i) for i in range(len(jobs))]))  # type: ignore[misc]
+    total = sum(run_parallel([lambda i=i: job(i) for i in range(len(jobs))],  # type: ignore[misc]
+                             restore_workers(ctx.settings)))
     wall = time.monotonic() - t0
     spent = sum(sum(t.phases.values()) for t in timers)
     scale = wall / spent if spent > 0 else 0.0
@@ -155,6 +166,7 @@ def extract_archive(ctx: Context, storage: Storage, key: str, manifest: Manifest
     obj = manifest.object_named(name)
     what = f"{manifest.backup_id}/{name}"
     progress.stage(f"extracting {what} into {dest}")
+    progress.expect(obj.raw_size)
     tar = shutil.which("tar") or "/bin/tar"
     errors = tempfile.TemporaryFile()
     proc = subprocess.Popen([tar, "-x", "-f", "-", "-C", dest, "--no-same-owner", "--no-same-permissions"],

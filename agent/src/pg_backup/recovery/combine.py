@@ -31,7 +31,7 @@ from ..physical.layout import BACKUP_MANIFEST_OBJECT, BASE_OBJECT
 from ..pipeline import copy_plaintext_to, iter_plaintext
 from ..postgres.tools import require_same_major_tool
 from ..progress import PhaseTimer, Progress, human_bytes
-from .archives import Checked, Extraction, checked_objects, extract_all, run_parallel
+from .archives import Checked, Extraction, checked_objects, extract_all, restore_workers, run_parallel
 
 COMBINE = "pg_combinebackup"
 NO_SPACE = "No space left on device"
@@ -106,7 +106,8 @@ def _stage_members(ctx: Context, chain: Sequence[Manifest], checked: Checked, wo
     restored = extract_all(ctx, checked, jobs, timer, progress)
     t0 = time.monotonic()
     run_parallel([lambda m=m, d=d: _write_plain(ctx, checked, m, BACKUP_MANIFEST_OBJECT,  # type: ignore[misc]
-                                                os.path.join(d, "backup_manifest")) for m, d in zip(chain, dirs)])
+                                                os.path.join(d, "backup_manifest")) for m, d in zip(chain, dirs)],
+                 restore_workers(ctx.settings))
     timer.add("decrypt_decompress", time.monotonic() - t0)
     for n, (m, data) in enumerate(zip(chain, dirs)):
         for ts in m.tablespaces:

@@ -18,11 +18,12 @@ from typing import Any, Dict, List, Optional
 
 from ..context import Context
 from ..erasure.replay import not_started_note, reapply_after_recovery
-from ..errors import PgBackupError, PostgresError, RefusedError
+from ..errors import IntegrityError, PgBackupError, PostgresError, RefusedError
 from ..manifest import Manifest
 from ..postgres.server import socket_dir_for, start_server, stop_server
 from ..postgres.tools import server_bin_dir
 from ..progress import PhaseTimer, Progress
+from ..wal.fetch import prefetch_for_recovery, refused_wal
 from .datadir import check_data_dir, plan_tablespaces, remove_stale_server_files, rewrite_tablespace_map
 from .restore_files import restore_backup_files
 from .server import log_path, log_stop_record, scratch_postgres, wait_for_promotion
@@ -87,6 +88,8 @@ def recover(ctx: Context, target: RecoveryTarget, data_dir: str, *, port: Option
     progress.stage(f"pitr: {target.describe()} from base backup {manifest.backup_id} into {data_dir}")
     check_data_dir(data_dir)
     planned = plan_tablespaces(manifest, data_dir, tablespace_map, notes)
+    if start:
+        prefetch_for_recovery(ctx, manifest.start_wal)     # its first WAL decrypts while the files are restored
     restored, moved = restore_backup_files(ctx, manifest, data_dir, planned, stamp, notes, timer, progress)
     os.chmod(data_dir, 0o700)
     rewrite_tablespace_map(data_dir, planned)
@@ -108,6 +111,7 @@ def recover(ctx: Context, target: RecoveryTarget, data_dir: str, *, port: Option
         notes.extend(filter(None, [not_started_note(ctx)]))
         progress.stage(f"pitr: {data_dir} is ready for recovery (not started: start it with pg_ctl -D {data_dir} start)")
         return result
+    prefetch_for_recovery(ctx, manifest.start_wal, config_path)   # again, if it went idle meanwhile
     progress.stage(f"pitr: starting the server to replay WAL up to {target.describe()}")
     start_server(bin_dir, data_dir, log_path(data_dir), what="the recovered server")
     try:
@@ -117,9 +121,17 @@ def recover(ctx: Context, target: RecoveryTarget, data_dir: str, *, port: Option
             stop_server(data_dir, mode="immediate")
         except PgBackupError:
             pass
+        refused = refused_wal(data_dir)
+        if refused:
+            raise IntegrityError(f"recovery stopped before a WAL file it refused: {refused}") from None
         if isinstance(exc, PostgresError):
             raise explain_failure(exc, target, manifest, catalog) from None
         raise
+    refused = refused_wal(data_dir)
+    if refused:   # --latest: PostgreSQL took the refused file for the end of the archive and promoted
+        stop_server(data_dir, mode="immediate")
+        raise IntegrityError(f"recovery stopped before a WAL file it refused (the server was stopped; do not use "
+                             f"{data_dir}): {refused}")
     result.started = True
     result.reached = reached
     result.port = conn_info[0]

@@ -24,7 +24,8 @@ def worker_main(argv: List[str]) -> int:
     else:
         loop, args = run_prefetcher, []
     try:
-        run_in_worker(loop, config_mod.load(argv[1]), utcnow, *args)
+        run_in_worker(loop, config_mod.load(argv[1]), utcnow, *args,
+                      duty="writer" if argv[0] == "_upload" else "restorer")
     except PgBackupError as exc:
         log_line(f"{argv[0]} stopped: {exc}")
         return exc.exit_code

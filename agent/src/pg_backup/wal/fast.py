@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 from ..files import atomic_write
 from .names import is_wal_name, object_name
 from .spool import (LOCK_WAIT_SECONDS, FileLock, Spool, drop_prefetched, heartbeat_path, is_locked, serve_prefetched,
-                    stripe_path, touch, uploader_lock_path)
+                    stripe_path, touch, uploader_lock_path, wait_in_flight)
 from .workers import spawn, worker_command
 
 if TYPE_CHECKING:
@@ -226,10 +226,10 @@ def _fast_fetch(fast: Dict[str, Any], name: str, dest: str, config_path: str) ->
             sys.stderr.write(f"pg-backup: error: WAL file {name} is not in the archive {wal_root}; "
                              f"this is normal at the end of the archived WAL\n")
             return 7
-        if os.path.exists(os.path.join(spool.prefetch, name)):
+        if wait_in_flight(spool.prefetch, name, spool.prefetcher_lock_path):
             served = serve_prefetched(spool.prefetch, name, dest, object_sha256=_local_object_sha256(obj),
                                       object_size=st.st_size)
-    elif os.path.exists(os.path.join(spool.prefetch, name)):
+    elif wait_in_flight(spool.prefetch, name, spool.prefetcher_lock_path):
         served = serve_prefetched(spool.prefetch, name, dest, trust_seconds=PREFETCH_TRUST_SECONDS)
     if not served:
         return None

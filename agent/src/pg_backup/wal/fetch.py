@@ -18,13 +18,13 @@ from ..files import atomic_write, unlink_quietly
 from ..storage.base import ObjectInfo
 from .archive import META_KEY, META_SHA256, META_SIZE, WalArchive
 from .fast import write_fast_settings
-from .names import WalNameError, is_segment_name, next_segment, parse_wal_name
-from .spool import FileLock, Spool, drop_prefetched, serve_prefetched
-from .workers import log_line, start_worker
+from .names import WalNameError, is_segment_name, next_segment, parse_wal_name, segment_name
+from .spool import FileLock, Spool, drop_prefetched, is_locked, serve_prefetched, wait_in_flight
+from .workers import log_line, rotate_worker_log, spawn, start_worker, worker_command
 
 PREFETCH_IDLE_SECONDS = 60.0
 PREFETCH_RECHECK_SECONDS = 20.0
-PREFETCH_THREADS = 2
+PREFETCH_THREADS = max(2, min(8, os.cpu_count() or 2))   # downloads + decryptions at once
 
 
 @dataclass
@@ -92,6 +92,28 @@ def _decrypt_object(ctx: Any, key: str, info: ObjectInfo, name: str, dest: str) 
     decrypt_to(ctx, key, fingerprint, meta.get(META_SHA256), _recorded_size(meta), dest, f"WAL file {name}")
 
 
+REFUSED_WAL_NAME = "pg-backup.refused-wal"   # in the data directory: the WAL file recovery could not use, and why
+
+
+def note_refused_wal(name: str, reason: str) -> None:
+    """restore_command runs in the data directory: leave the refusal there for pitr to report (PostgreSQL
+    only sees a failed restore_command, i.e. the end of the archive)."""
+    if os.path.exists("PG_VERSION"):
+        try:
+            atomic_write(REFUSED_WAL_NAME, f"{name}: {reason}\n".encode())
+        except OSError:
+            pass
+
+
+def refused_wal(data_dir: str) -> Optional[str]:
+    """The refusal :func:`note_refused_wal` left in ``data_dir``, if any."""
+    try:
+        with open(os.path.join(data_dir, REFUSED_WAL_NAME), encoding="utf-8") as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
+
+
 def fetch_to(ctx: Any, name: str, dest: str) -> ObjectInfo:
     """Write archived WAL file ``name`` to ``dest``; NotFoundError if the archive does not hold it.
 
@@ -121,17 +143,56 @@ def wal_fetch(ctx: Any, name: str, dest: str, *, config_path: Optional[str] = No
         raise _not_in_archive(ctx, name)
     meta = info.metadata or {}
     source = "archive"
-    if os.path.exists(os.path.join(spool.prefetch, name)) and serve_prefetched(
+    prefetching = w.kind == "segment" and ctx.settings.wal.fetch_prefetch > 0
+    if wait_in_flight(spool.prefetch, name, spool.prefetcher_lock_path) and serve_prefetched(
             spool.prefetch, name, dest, object_sha256=meta.get(META_SHA256), object_size=info.size):
         source = "prefetched"
     else:
-        _decrypt_object(ctx, key, info, name, dest)
-    if w.kind == "segment" and ctx.settings.wal.fetch_prefetch > 0:
+        if prefetching:              # the next segments are fetched while this one is decrypted
+            request_prefetch(ctx, spool, config_path, name)
+        try:
+            _decrypt_object(ctx, key, info, name, dest)
+        except IntegrityError as exc:   # forged, unsigned or damaged: recovery must say why it stopped here
+            note_refused_wal(name, str(exc))
+            raise
+    if prefetching:
         request_prefetch(ctx, spool, config_path, name)
     return FetchReport(name, dest, source, info.size, time.monotonic() - t0)
 
 
 # -- the resident prefetcher -----------------------------------------------------------------------
+
+def prefetch_for_recovery(ctx: Any, first_segment: Optional[str], config_path: Optional[str] = None) -> bool:
+    """Start the resident prefetcher on the first segments a recovery will ask for, while its files are
+    restored and before its server starts: PostgreSQL's first restore_command calls then find them
+    decrypted (or in flight) in the spool instead of each decrypting one while the server waits. A
+    fresh process (``python -m pg_backup.wal _prefetch CONFIG``), never a fork: the caller may hold
+    locks a fork would keep. Without ``config_path`` the settings are written for it into the spool
+    (0600, no secrets: only paths to them)."""
+    if ctx.settings.wal.fetch_prefetch <= 0 or not first_segment:
+        return False
+    try:
+        w = parse_wal_name(first_segment)
+    except WalNameError:
+        return False
+    size = ctx.wal_archive.segment_size()
+    segno = w.segno(size) if w.kind == "segment" else None
+    if not segno:
+        return False
+    spool = Spool.for_settings(ctx.settings)
+    spool.want(segment_name(w.timeline, segno - 1, size))       # the prefetcher works from the next one on
+    if is_locked(spool.prefetcher_lock_path):
+        return True
+    if config_path is None:
+        import yaml
+
+        from ..config import to_dict
+
+        config_path = os.path.join(spool.root, "recovery-prefetch.yml")
+        atomic_write(config_path, yaml.safe_dump(to_dict(ctx.settings), sort_keys=False).encode())
+    spawn(worker_command("_prefetch", os.path.abspath(config_path)), rotate_worker_log(spool))
+    return True
+
 
 def request_prefetch(ctx: Any, spool: Spool, config_path: Optional[str], name: str) -> None:
     spool.want(name)

@@ -5,6 +5,8 @@ Layout: ``<wal.spool_dir>/<cluster>-<repository hash>/`` (0700)::
 
     pushed/<NAME>          marker: the file (identity) was stored durably under its key
     prefetch/<NAME>        a prefetched, verified WAL file; prefetch/<NAME>.json what it was checked against
+                           (written first: a record without its file is a fetch in flight, which
+                           wal-fetch waits for rather than decrypting the same segment beside it)
     prefetch/want          the last name wal-fetch served (the prefetcher works ahead of it)
     locks/stripe-NN        flock stripes serialising work on one file name
     failed/<NAME>          the uploader's last failure on NAME (PostgreSQL's call then stores it itself)
@@ -30,6 +32,8 @@ LOCK_STRIPES = 64
 LOCK_WAIT_SECONDS = 60.0           # PostgreSQL waits for archive_command (also at shutdown): keep it bounded
 FAILED_RETRY_SECONDS = 15.0        # the uploader leaves a file it failed on to PostgreSQL's own call this long
 TIDY_BEYOND_MARKERS = 256
+IN_FLIGHT_WAIT_SECONDS = 60.0      # wal-fetch waits at most this long for a segment the prefetcher is decrypting,
+IN_FLIGHT_STALL_SECONDS = 10.0     # and gives up when its temp file has not grown for this long
 
 
 def file_identity(st: os.stat_result) -> List[int]:
@@ -269,6 +273,46 @@ def read_blocks(path: str, size: int = 1 << 20) -> Iterator[bytes]:
 def drop_prefetched(prefetch: str, name: str) -> None:
     unlink_quietly(os.path.join(prefetch, name))
     unlink_quietly(os.path.join(prefetch, name + ".json"))
+
+
+def in_flight(prefetch: str, name: str) -> bool:
+    """The prefetcher has started on ``name`` (its record is written first) and not finished it."""
+    return os.path.exists(os.path.join(prefetch, name + ".json")) and \
+        not os.path.exists(os.path.join(prefetch, name))
+
+
+def wait_in_flight(prefetch: str, name: str, prefetcher_lock: str, timeout: float = IN_FLIGHT_WAIT_SECONDS,
+                   stall: float = IN_FLIGHT_STALL_SECONDS) -> bool:
+    """Wait while the running prefetcher downloads and decrypts ``name`` instead of doing the same work
+    a second time beside it; True when a finished copy is there to check and serve. Stops waiting when
+    the copy is done or dropped (a failure), when no prefetcher holds its lock any more (a killed one
+    leaves its record behind), when its temp file has not grown for ``stall`` seconds (a hung
+    download), or after ``timeout`` seconds in all."""
+    if not in_flight(prefetch, name):
+        return os.path.exists(os.path.join(prefetch, name))
+    start = time.monotonic()
+    last_growth, last_size = start, -1
+    delay = 0.002
+    while in_flight(prefetch, name) and is_locked(prefetcher_lock):
+        now = time.monotonic()
+        size = _partial_size(prefetch, name)
+        if size != last_size:
+            last_growth, last_size = now, size
+        if now - start > timeout or now - last_growth > stall:
+            break
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+    return os.path.exists(os.path.join(prefetch, name))
+
+
+def _partial_size(prefetch: str, name: str) -> int:
+    """Bytes the prefetcher has written so far for ``name`` (its temp file beside the copy; -1 before)."""
+    prefix = f".{name}.pgb-tmp-"
+    try:
+        return max((os.stat(os.path.join(prefetch, e)).st_size for e in os.listdir(prefetch) if e.startswith(prefix)),
+                   default=-1)
+    except OSError:
+        return -1
 
 
 def serve_prefetched(prefetch: str, name: str, dest: str, *, object_sha256: Optional[str] = None,

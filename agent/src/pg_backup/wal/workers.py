@@ -66,7 +66,7 @@ def start_worker(ctx: Any, spool: Spool, kind: str, lock_path: str, config_path:
         os.dup2(out, 2)
         os.close(null)
         os.close(out)
-        run_in_worker(loop, ctx.settings, ctx.clock, *args)
+        run_in_worker(loop, ctx.settings, ctx.clock, *args, duty=ctx.duty)
     except BaseException as exc:  # noqa: BLE001
         try:
             log_line(f"{kind} failed: {exc.__class__.__name__}: {exc}")
@@ -86,12 +86,12 @@ def rotate_worker_log(spool: Spool) -> str:
     return log
 
 
-def run_in_worker(loop: Loop, settings: Any, clock: Any, *args: str) -> None:
-    """Run ``loop`` with a quiet Context of its own (closed after)."""
+def run_in_worker(loop: Loop, settings: Any, clock: Any, *args: str, duty: Optional[str] = None) -> None:
+    """Run ``loop`` with a quiet Context of its own (closed after), with ``duty``'s S3 credentials."""
     from ..context import Context
     from ..progress import Progress
 
-    ctx = Context(settings, Progress(quiet=True), clock=clock)
+    ctx = Context(settings, Progress(quiet=True), clock=clock, duty=duty)
     try:
         loop(ctx, *args)
     finally:
