@@ -48,8 +48,12 @@ def test_config_file(host, config_path, cluster):
     assert f.user == "postgres"
     assert f.mode == 0o600
     assert f"cluster: {cluster['name']}" in f.content_string
-    assert cluster["passphrase"] not in f.content_string
+    assert "encryption:\n  mode: public-key" in f.content_string, f.content_string
+    assert "PRIVATE KEY" not in f.content_string and "private_key_files" not in f.content_string
     assert "testing" not in f.content_string  # no S3 credentials in the config itself
+    for duty in ("writer", "pruner"):
+        assert f"{duty}: {config_path[:-len('.yml')]}.s3-{duty}" in f.content_string, f.content_string
+    assert "restorer" not in f.content_string  # delivered for a restore job only
 
 
 def test_config_validates_as_postgres(host, config_path):
@@ -58,12 +62,26 @@ def test_config_validates_as_postgres(host, config_path):
     assert cmd.rc == 0, cmd.stderr
 
 
-@pytest.mark.parametrize("suffix", ["passphrase", "s3-credentials"])
+@pytest.mark.parametrize("suffix", ["s3-writer", "s3-pruner"])
 def test_secret_files(host, config_dir, cluster, suffix):
     f = host.file(f"{config_dir}/{cluster['name']}.{suffix}")
     assert f.is_file
     assert f.user == "postgres"
     assert f.mode == 0o600
+
+
+def test_database_host_holds_the_public_key_only(host, config_dir, cluster):
+    """Public-key mode: the encryption public key (0644), no secret key, no restorer credentials, and
+    nothing left of the restore, extract and verify jobs' secrets after side_effect ran them."""
+    pub = host.file(f"{config_dir}/{cluster['name']}.pub.asc")
+    assert pub.is_file and pub.mode == 0o644
+    assert "BEGIN PGP PUBLIC KEY BLOCK" in pub.content_string
+    found = host.run(f"grep -rl 'PGP PRIVATE KEY' {config_dir} {var(host, 'agent_state_dir')}")
+    assert found.rc == 1 and not found.stdout, found.stdout
+    assert not host.file(f"{config_dir}/{cluster['name']}.s3-restorer").exists
+    jobs = host.file(var(host, "agent_job_secrets_dir"))
+    assert jobs.is_directory and jobs.mode == 0o711
+    assert jobs.listdir() == [], "a job left its secrets on the host"
 
 
 def test_cron_file(host, cluster, config_path):
@@ -74,7 +92,8 @@ def test_cron_file(host, cluster, config_path):
         assert f"backup --tier {tier}" in content, content
     assert " prune" in content, content
     assert "backup --physical --tier daily --skip-if-standby" in content, content
-    assert "verify --restore" in content, content
+    # Public-key mode: the host cannot decrypt, so the monthly restore test runs as playbooks/verify.yml
+    assert "verify --restore" not in content, content
     assert config_path in content
     assert "--skip-if-standby" in content
     assert " postgres " in content  # each job runs as the cluster's OS user
@@ -103,17 +122,20 @@ def test_bucket_role_configured_the_bucket(host):
     assert rules["pg-backup-daily-expiration"]["Expiration"] == {"Days": 30 + 30}
     assert rules["pg-backup-daily-expiration"]["Filter"]["And"]["Prefix"] == "molecule/"
     policy_dir = var(host, "bucket_policy_dir")
-    for duty in ("writer", "pruner", "restorer"):
-        assert host.file(f"{policy_dir}/{bucket}-{duty}.json").exists
+    cluster = var(host, "pgb_test_cluster")
+    for name in (f"writer-{cluster}", f"pruner-{cluster}", "restorer"):
+        assert host.file(f"{policy_dir}/{bucket}-{name}.json").exists, name
 
 
-def test_backup_checksum_module(host, config_path):
+def test_backup_checksum_module_needs_the_restorer_credentials(host, config_path):
+    """The database host's own configuration cannot read backups (side_effect verified them with
+    playbooks/verify.yml, which delivers the restorer credentials and the secret key)."""
     result = host.ansible("miometry.pg_backup.backup_checksum",
                           f"agent_path=/opt/pg-backup/bin/pg-backup config={config_path} all=true deep=true",
                           check=False, become=True, become_user="postgres")
-    assert len(result["backups"]) >= 1, result
-    assert all(b["ok"] for b in result["backups"]), result
-    assert not result.get("failed_objects"), result
+    # testinfra returns the module's result without raising (check=False): the agent's exit 2, named
+    assert result.get("error_meaning") == "usage or configuration error", result
+    assert "repository.s3.credentials.restorer" in str(result), result
 
 
 def psql(host, sql, db="postgres"):

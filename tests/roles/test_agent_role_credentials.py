@@ -1,0 +1,87 @@
+"""The agent role's per-duty credentials (agent_clusters[].s3_credentials), run for real with
+ansible-playbook (tags agent_configure: preflight and configure, with the agent of this checkout's venv
+validating each configuration). A public-key cluster gets the writer and pruner files (0600, owner its OS
+user), the public key (0644) and a configuration naming them, and no restorer credentials: a restorer entry
+for it is refused before anything changes. A second run changes nothing. Plain pytest:
+
+    .venv/bin/python -m pytest tests/roles/test_agent_role_credentials.py
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from playbook_support import ANSIBLE_PLAYBOOK, ROOT, pg, playbook_env
+
+sys.path[:0] = [str(ROOT / "agent" / "tests")]
+from keys import make_keypair  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not pg.IS_ROOT, reason="files owned by the postgres user: needs root")
+
+CREDS = {"writer": {"access_key_id": "AKWRITER", "secret_access_key": "writer-secret-value"},
+         "pruner": {"access_key_id": "AKPRUNER", "secret_access_key": "pruner-secret-value"}}
+
+
+@pytest.fixture(scope="module")
+def keypair():
+    path = Path(tempfile.mkdtemp(prefix="pgb-role-keys-"))
+    yield make_keypair(str(path))
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _run(tmp_path, item):
+    base = tmp_path / "host"
+    play = [{"hosts": "localhost", "connection": "local", "gather_facts": False,
+             "vars": {"ansible_python_interpreter": sys.executable, "agent_venv_dir": str(pg.AGENT_BIN.parent.parent),
+                      "agent_config_dir": str(base / "etc"), "agent_state_dir": str(base / "state"),
+                      "agent_log_dir": str(base / "log"), "agent_log_owner": pg.PG_OS_USER,
+                      "agent_clusters": [item]},
+             "roles": ["miometry.pg_backup.agent"]}]
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
+    proc = subprocess.run([str(ANSIBLE_PLAYBOOK), str(tmp_path / "play.yml"), "--tags", "agent_configure"],
+                          env=playbook_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          check=False)
+    return proc, proc.stdout + proc.stderr, base / "etc"
+
+
+def _item(keypair, **extra):
+    item = {"name": "pk", "os_user": pg.PG_OS_USER,
+            "config": {"repository": {"type": "s3", "s3": {"bucket": "b", "endpoint_url": "http://127.0.0.1:9"}},
+                       "encryption": {"mode": "public-key"}},
+            "public_key": Path(keypair.public_file).read_text(), "s3_credentials": CREDS}
+    item.update(extra)
+    return item
+
+
+def test_writer_and_pruner_files_and_a_configuration_naming_them(tmp_path, keypair):
+    proc, out, etc = _run(tmp_path, _item(keypair))
+    assert proc.returncode == 0, out
+    assert "writer-secret-value" not in out and "pruner-secret-value" not in out
+    config = yaml.safe_load((etc / "pk.yml").read_text())
+    assert config["repository"]["s3"]["credentials"] == {"writer": str(etc / "pk.s3-writer"),
+                                                         "pruner": str(etc / "pk.s3-pruner")}
+    assert "credentials_file" not in config["repository"]["s3"] and "private_key_files" not in config["encryption"]
+    for duty, creds in CREDS.items():
+        path = etc / f"pk.s3-{duty}"
+        assert path.stat().st_mode & 0o777 == 0o600 and path.owner() == pg.PG_OS_USER
+        text = path.read_text()
+        assert "[default]\n" in text and f"aws_access_key_id = {creds['access_key_id']}\n" in text, text
+        assert f"aws_secret_access_key = {creds['secret_access_key']}\n" in text
+    assert not (etc / "pk.s3-restorer").exists()
+    assert (etc / "pk.pub.asc").stat().st_mode & 0o777 == 0o644
+    again, out, _err = _run(tmp_path, _item(keypair))
+    assert again.returncode == 0 and "changed=0" in out, out
+
+
+def test_restorer_credentials_are_refused_on_a_public_key_host(tmp_path, keypair):
+    item = _item(keypair, s3_credentials=dict(CREDS, restorer=CREDS["writer"]))
+    proc, out, etc = _run(tmp_path, item)
+    assert proc.returncode != 0 and "restorer only for a passphrase-mode cluster" in out, out
+    assert "writer-secret-value" not in out
+    assert not (etc / "pk.yml").exists()
