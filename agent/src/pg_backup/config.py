@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import yaml
 
 from .config_options import OptionInfo, build, opt, options_of, secret_file_problems, section
+from .config_signing import SigningSettings
 from .errors import ConfigError
 
 ENV_CONFIG = "PG_BACKUP_CONFIG"
@@ -88,6 +89,16 @@ S3_STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIER
 
 
 @dataclass
+class S3CredentialsSettings:
+    writer: Optional[str] = opt(None, "Credentials file (0600, AWS ini) of the writer duty: backup, wal-push, "
+                                "wal-check, erasure. Database hosts hold it.", secret_file=True)
+    pruner: Optional[str] = opt(None, "Credentials file (0600) of the pruner duty: prune only.", secret_file=True)
+    restorer: Optional[str] = opt(None, "Credentials file (0600) of the restorer duty: restore, pitr, wal-fetch, "
+                                  "verify, drill. The playbooks deliver it for a job's duration only.",
+                                  secret_file=True)
+
+
+@dataclass
 class S3Settings:
     bucket: Optional[str] = opt(None, "Bucket name (required when repository.type is s3).")
     endpoint_url: Optional[str] = opt(None, "Endpoint for S3-compatible stores (MinIO, Ceph RGW, ...); empty for AWS.",
@@ -103,6 +114,9 @@ class S3Settings:
                                           "aws_secret_access_key; empty uses the instance/IAM role or the "
                                           "standard AWS environment.", secret_file=True)
     profile: Optional[str] = opt(None, "Profile within credentials_file.")
+    credentials: S3CredentialsSettings = section(S3CredentialsSettings, "Least privilege: one credentials file per "
+                                                 "duty; each command uses its duty's file (else credentials_file). "
+                                                 "list, show and health use the first one set.")
     sse: str = opt("none", "Server-side encryption requested on every object, in addition to the agent's own "
                    "client-side encryption.", choices=("none", "AES256", "aws:kms"))
     sse_kms_key_id: Optional[str] = opt(None, "KMS key id when sse is aws:kms.")
@@ -247,6 +261,10 @@ class PhysicalSettings:
     max_chain: int = opt(6, "Most incremental backups on one full backup: when the newest chain has this many, the "
                          "next physical backup is full (restore time and risk grow with the chain).",
                          minimum=1, maximum=100)
+    restore_workers: int = opt(0, "Objects a physical restore (pitr, verify --restore, drill) downloads and "
+                               "checks, or decrypts and extracts, at the same time (each a gpg, a zstd stream and "
+                               "a tar); 0 means two per CPU (each also waits on reads and writes), at least 2 and "
+                               "at most 8.", minimum=0, maximum=64)
 
 
 @dataclass
@@ -322,6 +340,7 @@ class Settings:
     postgres: PostgresSettings = section(PostgresSettings, "How to reach the PostgreSQL cluster.")
     repository: RepositorySettings = section(RepositorySettings, "Where backups are stored.")
     encryption: EncryptionSettings = section(EncryptionSettings, "Client-side OpenPGP encryption (AES-256).")
+    signing: SigningSettings = section(SigningSettings, "Cluster signing keys: every object is signed, readers verify.")
     compression: CompressionSettings = section(CompressionSettings, "zstd compression.")
     retention: RetentionSettings = section(RetentionSettings, "Grandfather-father-son retention.")
     backup: BackupSettings = section(BackupSettings, "What a backup contains.")

@@ -12,6 +12,7 @@ from .manifest import utcnow
 from .postgres.client import Postgres
 from .progress import Progress
 from .repository import Repository
+from .signing import Signatures
 from .storage import Storage, open_storage
 from .storage.base import PutOptions
 from .wal.archive import WalArchive
@@ -19,8 +20,10 @@ from .wal.archive import WalArchive
 
 class Context:
     def __init__(self, settings: Settings, progress: Optional[Progress] = None,
-                 clock: Callable[[], dt.datetime] = utcnow):
+                 clock: Callable[[], dt.datetime] = utcnow, duty: Optional[str] = None):
         self.settings = settings
+        #: Whose S3 credentials this command uses (writer, pruner, restorer; None: any, catalog reads).
+        self.duty = duty
         self.progress = progress or Progress(quiet=True)
         self.clock = clock
         self._storage: Optional[Storage] = None
@@ -36,14 +39,19 @@ class Context:
     @property
     def storage(self) -> Storage:
         if self._storage is None:
-            self._storage = open_storage(self.settings, warn=self.progress.warn)
+            self._storage = open_storage(self.settings, warn=self.progress.warn, duty=self.duty)
         return self._storage
 
     @property
     def repo(self) -> Repository:
         if self._repo is None:
-            self._repo = Repository(self.storage, self.cluster)
+            self._repo = Repository(self.storage, self.cluster, signatures=self._signatures)
         return self._repo
+
+    def _signatures(self) -> Optional[Signatures]:
+        """The cluster's signing keys, or None where none is configured (no GnuPG home is made for it)."""
+        sign = self.settings.signing
+        return self.gpg.signatures if (sign.secret_key_file or sign.trusted_public_key_files) else None
 
     @property
     def wal_archive(self) -> WalArchive:
@@ -55,7 +63,7 @@ class Context:
     @property
     def gpg(self) -> GnuPG:
         if self._gpg is None:
-            self._gpg = GnuPG(self.settings.encryption)
+            self._gpg = GnuPG(self.settings.encryption, self.settings.signing)
         return self._gpg
 
     @property

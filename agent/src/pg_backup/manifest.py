@@ -58,6 +58,10 @@ class StoredObject:
     sha256: str                    # of the stored bytes
     raw_size: int                  # bytes before compression
     database: Optional[str] = None
+    #: The version the store gave the object (a versioned bucket; None elsewhere): restores and verify read
+    #: exactly it. Stored in the JSON as ``extra["object_versions"]`` (name -> id), which agents from before
+    #: version ids keep and ignore (they refuse unknown object fields).
+    version_id: Optional[str] = None
 
 
 @dataclass
@@ -182,7 +186,13 @@ class Manifest:
         return None
 
     def to_json(self) -> bytes:
-        return (json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+        doc = dataclasses.asdict(self)
+        versions = {o["name"]: o["version_id"] for o in doc["objects"] if o["version_id"]}
+        for o in doc["objects"]:
+            del o["version_id"]
+        if versions:
+            doc["extra"] = dict(doc["extra"], object_versions=versions)
+        return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
     def summary(self) -> Dict[str, Any]:
         """The compact form used by ``list --json``."""
@@ -192,6 +202,7 @@ class Manifest:
             "stored_bytes": self.stored_bytes, "raw_bytes": self.raw_bytes,
             "databases": [d.name for d in self.databases], "server_version": self.server_version,
             "key_fingerprint": self.encryption.fingerprint, "encryption_mode": self.encryption.mode,
+            "signer": self.extra.get("signer"),
         }
         if self.kind == "physical":
             doc.update(timeline=self.timeline, start_lsn=self.start_lsn, stop_lsn=self.stop_lsn,
@@ -209,7 +220,9 @@ class Manifest:
                 raise IntegrityError(f"{source} has manifest schema_version {version!r}; this agent reads up to "
                                      f"{MANIFEST_SCHEMA_VERSION}", hint="upgrade pg-backup")
             raw["encryption"] = EncryptionInfo(**raw["encryption"])
-            raw["objects"] = [StoredObject(**o) for o in raw.get("objects", [])]
+            versions = (raw.get("extra") or {}).get("object_versions") or {}
+            raw["objects"] = [StoredObject(**dict(o, version_id=o.get("version_id") or versions.get(o.get("name"))))
+                              for o in raw.get("objects", [])]
             raw["databases"] = [DatabaseInfo(**d) for d in raw.get("databases", [])]
             if raw.get("incremental") is not None:
                 raw["incremental"] = ChainInfo(**raw["incremental"])

@@ -6,6 +6,7 @@
     <prefix>/<cluster>/wal/<timeline>/<wal file>.zst.gpg    every file PostgreSQL archives
     <prefix>/<cluster>/wal/conflicts/<ts>-<name>-<rand>.json refused pushes
     <prefix>/<cluster>/audit/<yyyy>/<mm>/<ts>-<op>-<rand>.json
+    <prefix>/<cluster>/audit/chain/<seq>.json               the audit hash chain (create-only, docs/audit.md)
     <prefix>/<cluster>/audit/verifications/<ts>-<backup_id>-<rand>-<passed|failed>.json
     <prefix>/<cluster>/audit/drills/<drill_id>/{history.png,report.md,report.json}
     <prefix>/<cluster>/erasures/<erasure_id>.json.zst.gpg   the erasure register (docs/erasure.md)
@@ -16,10 +17,11 @@ import datetime as dt
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 from .errors import IntegrityError, NotFoundError
 from .manifest import MANIFEST_NAME, Manifest
+from .signing import SIGNATURE_SUFFIX, SignatureError, Signatures
 from .storage.base import IncompleteUpload, ObjectInfo, PutOptions, Storage
 from .wal.names import object_name
 
@@ -41,10 +43,15 @@ class Leftover:
 
 
 class Repository:
-    def __init__(self, storage: Storage, cluster: str):
+    def __init__(self, storage: Storage, cluster: str,
+                 signatures: Callable[[], Optional[Signatures]] = lambda: None):
         self.storage = storage
         self.cluster = cluster
         self.root = f"{cluster}/"
+        #: The cluster's signing keys (None: none configured): manifests are signed and verified with them.
+        self._signatures = signatures
+        #: Backups the catalog (``manifests``) left out: their manifest has no trusted signature (id -> why).
+        self.refused: Dict[str, str] = {}
 
     # -- keys --------------------------------------------------------------------------------------
     def backup_prefix(self, backup_id: str) -> str:
@@ -56,9 +63,31 @@ class Repository:
     def manifest_key(self, backup_id: str) -> str:
         return self.object_key(backup_id, MANIFEST_NAME)
 
+    def manifest_signature_key(self, backup_id: str) -> str:
+        """The detached signature of the manifest (docs/signing.md), written just before it."""
+        return self.manifest_key(backup_id) + SIGNATURE_SUFFIX
+
     def audit_key(self, ts: dt.datetime, op: str, suffix: str) -> str:
         u = ts.astimezone(dt.timezone.utc)
         return f"{self.root}audit/{u:%Y}/{u:%m}/{u:%Y%m%dT%H%M%S}Z-{op}-{suffix}.json"
+
+    def audit_month_prefix(self, year: int, month: int) -> str:
+        """The audit records of operations started in one month (UTC), as ``audit_key`` names them."""
+        return f"{self.root}audit/{year:04d}/{month:02d}/"
+
+    @property
+    def audit_records_prefix(self) -> str:
+        """Every audit record (``audit/<yyyy>/<mm>/...``), among verifications, drills and the chain."""
+        return f"{self.root}audit/"
+
+    @property
+    def audit_chain_prefix(self) -> str:
+        """The audit chain's entries, ``audit/chain/<seq, 12 digits>.json``, written create-only: the
+        sequence number in the key is how concurrent writers take turns (audit.chain, DESIGN §10)."""
+        return f"{self.root}audit/chain/"
+
+    def audit_chain_key(self, seq: int) -> str:
+        return f"{self.audit_chain_prefix}{seq:012d}.json"
 
     # -- keys of the WAL archive (DESIGN §5) --------------------------------------------------------
     @property
@@ -142,7 +171,10 @@ class Repository:
         result = []
         for backup_id, objects in sorted(self._backup_objects().items()):
             if any(o.key.endswith("/" + MANIFEST_NAME) for o in objects):
-                result.append(self.load_manifest(backup_id))
+                try:
+                    result.append(self.load_manifest(backup_id))
+                except SignatureError as exc:   # forged or unsigned: never a candidate, never a listing's end
+                    self.refused[backup_id] = str(exc)
         result.sort(key=lambda m: (m.started_at, m.backup_id))
         return result
 
@@ -155,9 +187,21 @@ class Repository:
         except NotFoundError:
             raise NotFoundError(f"backup {backup_id} does not exist in {self.location}",
                                 hint="see 'pg-backup list' for the backups there are") from None
+        signatures = self._signatures()
+        if signatures is not None:
+            try:
+                signature: Optional[bytes] = self.storage.get_bytes(self.manifest_signature_key(backup_id))
+            except NotFoundError:
+                signature = None
+            signatures.verify_detached(data, signature, f"manifest {key}")
         manifest = Manifest.from_json(data, source=f"manifest of {backup_id}")
         if manifest.backup_id != backup_id:
             raise IntegrityError(f"manifest at {key} names backup {manifest.backup_id}")
+        if signatures is not None and manifest.cluster != self.cluster:
+            raise SignatureError(f"manifest {key} is a backup of cluster {manifest.cluster!r}, not {self.cluster!r}: "
+                                 f"refusing a backup moved from another cluster's prefix")
+        for obj in manifest.objects:  # every reader of this backup reads the versions the backup wrote
+            self.storage.pin_version(self.object_key(backup_id, obj.name), obj.version_id)
         return manifest
 
     def leftovers(self) -> List[Leftover]:
@@ -183,6 +227,18 @@ class Repository:
 
         It claims the erasures the backup contains (``extra["erasure_through"]``: docs/erasure.md)."""
         manifest.extra.setdefault("erasure_through", self.erasure_through(manifest.started))
+        signatures = self._signatures()
+        signer = signatures.own_fingerprint() if signatures is not None else None
+        if signatures is not None and signer:
+            manifest.extra["signer"] = signer
+            signature = signatures.sign_detached(manifest.to_json(), f"manifest of {manifest.backup_id}") or b""
+            try:
+                self.storage.put_bytes(self.manifest_signature_key(manifest.backup_id), signature,
+                                       PutOptions(storage_class=None, tags=options.tags,
+                                                  content_type="application/pgp-signature"), overwrite=False)
+            except FileExistsError:
+                raise IntegrityError(f"backup {manifest.backup_id} already has a manifest signature; refusing to "
+                                     f"overwrite it") from None
         try:
             self.storage.put_bytes(self.manifest_key(manifest.backup_id), manifest.to_json(),
                                    PutOptions(storage_class=None, tags=options.tags,

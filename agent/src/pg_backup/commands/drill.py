@@ -13,8 +13,9 @@ from ..verification.records import drill_history
 from . import CommandResult
 
 
-def drill(ctx: Context, *, data_dir: Optional[str], port: Optional[int], keep: bool) -> CommandResult:
-    done = run_drill(ctx, data_dir=data_dir, port=port, keep=keep)
+def drill(ctx: Context, *, data_dir: Optional[str], port: Optional[int], keep: bool,
+          skip_erasures: Optional[Dict[str, str]] = None) -> CommandResult:
+    done = run_drill(ctx, data_dir=data_dir, port=port, keep=keep, skip_erasures=skip_erasures)
     report = done.report
     exit_code, error = exit_and_error(done.outcome, unfinished=f"drill {report['drill_id']} could not recover",
                                       unfinished_note=" (report written)", failed=f"drill {report['drill_id']} FAILED",

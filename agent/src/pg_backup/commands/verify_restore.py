@@ -12,8 +12,9 @@ from . import CommandResult
 
 
 def verify_restore(ctx: Context, *, backup_id: Optional[str], tier: Optional[str], random_pick: bool,
-                   kind: Optional[str]) -> CommandResult:
-    done = run_verification(ctx, backup_id, tier=tier, random_pick=random_pick, kind=kind)
+                   kind: Optional[str], skip_erasures: Optional[Dict[str, str]] = None) -> CommandResult:
+    done = run_verification(ctx, backup_id, tier=tier, random_pick=random_pick, kind=kind,
+                            skip_erasures=skip_erasures)
     doc = done.document
     exit_code, error = exit_and_error(done.outcome,
                                       unfinished=f"restore verification of {doc['backup_id']} could not finish",
