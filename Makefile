@@ -87,9 +87,9 @@ check-postgres-access: $(VENV_STAMP)
 
 # Test suites, one recipe line each; make stops at the first suite that fails.
 test: deps venv $(GALAXY_VENV_STAMP)
-	# Three workers: most of a test is waiting on PostgreSQL, gpg and the S3 endpoint (CI has 2 cores).
+	# Four workers: most of a test is waiting on PostgreSQL, gpg, the S3 endpoint or an outage (CI has 2 cores).
 	# --durations: the slowest tests in the log, to keep CI under its 25-minute budget.
-	$(PYTEST) -n 3 --durations=15 agent/tests
+	$(PYTEST) -n 4 --durations=15 agent/tests
 	$(PYTEST) --durations=5 tests/roles tests/integration_moto
 	bash scripts/ansible-test.sh
 	bash scripts/lint.sh

@@ -151,8 +151,17 @@ def test_each_command_is_refused_with_another_duty_s_credentials(env, command, a
 
 def test_wal_push_is_refused_with_the_restorer_credentials(env):
     env.cluster.psql("CREATE TABLE IF NOT EXISTS wal_denied (x int); INSERT INTO wal_denied VALUES (1)")
-    segment = env.cluster.psql("SELECT pg_walfile_name(pg_current_wal_insert_lsn())")  # being written
-    copy = segment_copy(env.cluster, segment, Path(env.work) / "wal-denied")
+    # The segment being written; other tests share this cluster and may switch and recycle segments
+    # between the query and the copy, so take the then-current one again when it is gone.
+    for attempt in range(5):
+        segment = env.cluster.psql("SELECT pg_walfile_name(pg_current_wal_insert_lsn())")
+        try:
+            copy = segment_copy(env.cluster, segment, Path(env.work) / "wal-denied")
+            break
+        except FileNotFoundError:
+            continue
+    else:
+        raise AssertionError("no WAL segment of the shared cluster could be copied in 5 attempts")
     cfg = env.config("wal-denied", writer="restorer")
     refused(env.agent(cfg, "--quiet", "wal-push", str(copy), check=False, json=False))
 
