@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import SUPPORTED_VERSIONS
+
 pytestmark = pytest.mark.integration
 
 AWKWARD_SQL = r"""
@@ -88,6 +90,9 @@ def _populate(cluster) -> str:
 @pytest.mark.parametrize("repo_kind", ["local", "s3"])
 def test_round_trip_into_a_new_cluster_preserves_content_roles_and_grants(
         repo_kind, pg_version, make_cluster, s3_server, workdir, write_config, run_agent):
+    if repo_kind == "local" and pg_version != SUPPORTED_VERSIONS[0]:
+        pytest.skip("the repository kind does not depend on the major: local storage runs on the oldest major, "
+                    "S3 on every major (CI time)")
     source = make_cluster(version=pg_version)
     extension = _populate(source)
     target = make_cluster(version=pg_version)
