@@ -186,7 +186,7 @@ class GnuPG(GpgHome):
         if self.settings.mode == "passphrase":
             return GpgProcess(self.cmd(), ["--pinentry-mode", "loopback", "--no-symkey-cache", "--symmetric",
                                             "--s2k-cipher-algo", CIPHER, "--s2k-digest-algo", "SHA512",
-                                            "--s2k-mode", "3", "--s2k-count", "65011712", *common],
+                                            "--s2k-mode", "3", "--s2k-count", str(self.settings.s2k_count), *common],
                               self._new_passphrase(), encrypt=True)
         self.encryption_fingerprint()
         return GpgProcess(self.cmd(), ["--trust-model", "always", "--recipient-file",

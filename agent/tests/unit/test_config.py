@@ -95,3 +95,18 @@ def test_readme_configuration_reference_is_generated_from_the_schema():
     with open(readme, encoding="utf-8") as fh:
         text = fh.read()
     assert config.reference_markdown() in text, "README's configuration table is stale: regenerate it with 'pg-backup config reference'"
+
+
+@pytest.mark.parametrize("count, problem", [
+    (65536, None), (1025, None), (65011712, None),
+    (1024, "encryption.s2k_count: 1024 is out of range 1025..65011712"),
+    (65011713, "encryption.s2k_count: 65011713 is out of range 1025..65011712"),
+    ("many", "encryption.s2k_count: must be a whole number, got 'many'"),
+])
+def test_s2k_count_is_checked_against_what_gpg_honours(tmp_path, count, problem):
+    data = _valid(tmp_path)
+    data["encryption"]["s2k_count"] = count
+    settings, problems = config.parse(data)
+    assert problems == ([problem] if problem else [])
+    if problem is None:
+        assert settings.encryption.s2k_count == count

@@ -132,3 +132,30 @@ def test_lower_priority_nices_a_helper_process_by_ten_and_ignores_one_that_is_go
         proc.kill()
         proc.wait()
     lower_priority(proc.pid)  # reaped: no error
+
+
+def _s2k_count_of(where) -> int:
+    """The S2K count recorded in a stored object's symmetric-key packet (what gpg reads back)."""
+    res = subprocess.run(["gpg", "--homedir", str(where), "--batch", "--list-packets",
+                          str(where / "repo" / "b" / "obj.zst.gpg")], capture_output=True, stdin=subprocess.DEVNULL)
+    text = (res.stdout + res.stderr).decode(errors="replace")
+    return int(text.split("count ", 1)[1].split()[0])
+
+
+def test_s2k_count_is_configurable_and_objects_at_the_old_count_still_decrypt(tmp_path):
+    pp = _secret(tmp_path, "pp", "a random repository secret of forty-four chars")
+    old = EncryptionSettings(mode="passphrase", passphrase_file=pp)
+    low = EncryptionSettings(mode="passphrase", passphrase_file=pp, s2k_count=65536)
+    assert old.s2k_count == 65011712            # the default stays gpg's maximum (human passphrases)
+    data = b"segment " * 50000
+    (tmp_path / "o").mkdir(), (tmp_path / "n").mkdir(), (tmp_path / "r").mkdir()
+    old_storage, written_old, fpr = _store(tmp_path / "o", old, data)
+    new_storage, written_low, fpr_low = _store(tmp_path / "n", low, data)
+    assert fpr_low == fpr                       # the count is not part of the key's name
+    assert (_s2k_count_of(tmp_path / "o"), _s2k_count_of(tmp_path / "n")) == (65011712, 65536)
+    assert _read(new_storage, low, fpr, written_low.sha256) == data
+    assert _read(new_storage, old, fpr, written_low.sha256) == data   # the reader's count is not used: the packet's is
+    assert _read(old_storage, low, fpr, written_old.sha256) == data   # written at the old count, read after the change
+    odd = EncryptionSettings(mode="passphrase", passphrase_file=pp, s2k_count=100000)
+    _store(tmp_path / "r", odd, b"x")
+    assert _s2k_count_of(tmp_path / "r") == 102400                    # gpg rounds up to an encodable count
