@@ -10,6 +10,10 @@
     <prefix>/<cluster>/audit/verifications/<ts>-<backup_id>-<rand>-<passed|failed>.json
     <prefix>/<cluster>/audit/drills/<drill_id>/{history.png,report.md,report.json}
     <prefix>/<cluster>/erasures/<erasure_id>.json.zst.gpg   the erasure register (docs/erasure.md)
+
+Every plain-JSON object above (manifest.json, archive.json, conflict, audit, chain, verification
+records, report.json) has its detached signature ``<key>.sig`` beside it where the writing host holds
+the cluster's signing key (``put_signed``, docs/signing.md).
 """
 from __future__ import annotations
 
@@ -245,6 +249,54 @@ class Repository:
                                               content_type="application/json"), overwrite=False)
         except FileExistsError:
             raise IntegrityError(f"backup {manifest.backup_id} already has a manifest; refusing to overwrite it") from None
+
+    # -- signed JSON records: archive.json, conflicts, audit, verifications, drill reports -----------
+    @property
+    def verifies(self) -> bool:
+        """Signing keys are configured: readers judge the signatures of the records they read."""
+        return self._signatures() is not None
+
+    @property
+    def signs(self) -> bool:
+        """This host holds the cluster's signing key: records it writes are signed (docs/signing.md)."""
+        signatures = self._signatures()
+        return bool(signatures is not None and signatures.own_fingerprint())
+
+    def put_signed(self, key: str, data: bytes, options: PutOptions) -> None:
+        """Store a plain-JSON record create-only, after its detached signature ``<key>.sig`` (also
+        create-only: a record is never without its signature). Unsigned without a signing key.
+        FileExistsError when either exists."""
+        self.sign_existing(key, data, options)
+        self.storage.put_bytes(key, data, options, overwrite=False)
+
+    def sign_existing(self, key: str, data: bytes, options: Optional[PutOptions] = None) -> None:
+        """Write ``<key>.sig`` for ``data`` create-only (nothing without a signing key). Also how a record
+        written before signing was enabled gets its signature without being rewritten (archive.json)."""
+        signatures = self._signatures()
+        signature = signatures.sign_detached(data, key) if signatures is not None else None
+        if signature:
+            self.storage.put_bytes(key + SIGNATURE_SUFFIX, signature,
+                                   PutOptions(tags=options.tags if options else {},
+                                              content_type="application/pgp-signature"), overwrite=False)
+
+    def record_signer(self, key: str, data: bytes, what: str = "") -> Optional[str]:
+        """The trusted signer of record ``key`` holding ``data`` (None: signing not configured, or an
+        unsigned record admitted because signing is not required). SignatureError (exit 4) naming the
+        object and the signer for a record without a trusted signature."""
+        signatures = self._signatures()
+        if signatures is None:
+            return None
+        try:
+            signature: Optional[bytes] = self.storage.get_bytes(key + SIGNATURE_SUFFIX)
+        except NotFoundError:
+            signature = None
+        return signatures.verify_detached(data, signature, what or key)
+
+    def read_signed(self, key: str, what: str = "") -> bytes:
+        """A record's bytes once its signature is judged trusted (see :meth:`record_signer`)."""
+        data = self.storage.get_bytes(key)
+        self.record_signer(key, data, what)
+        return data
 
     def delete_backup(self, manifest_or_id: str, keys: Optional[List[str]] = None) -> None:
         """Remove the manifest first, so a half-deleted backup is never mistaken for a complete one."""

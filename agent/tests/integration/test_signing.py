@@ -39,16 +39,22 @@ def signing_key(directory: str, name: str) -> SimpleNamespace:
     return SimpleNamespace(secret=sec, public=pub, fingerprint=json.loads(proc.stdout)["key"]["fingerprint"])
 
 
-@pytest.fixture(scope="module")
-def env(pg_test_base):
+def signing_workdir(pg_test_base, prefix: str):
+    """(cluster factory, agent runner, postgres-owned work directory, the operators' encryption key pair)."""
     factory = ClusterFactory(pg_test_base)
     run = AgentRunner(make_pg_dir(pg_test_base / "agent-output", 0o700), make_pg_dir(pg_test_base / "agent-tmp", 0o700))
     make_pg_dir(pg_test_base / "work", 0o700)
-    work = WorkDir(tempfile.mkdtemp(prefix="signing-", dir=pg_test_base / "work"))
+    work = WorkDir(tempfile.mkdtemp(prefix=prefix, dir=pg_test_base / "work"))
     give_to_pg_user(work, 0o700)
     enc = make_keypair(str(work), "operators")
     give_to_pg_user(enc.public_file, 0o644)
     give_to_pg_user(enc.secret_file, 0o600)
+    return factory, run, work, enc
+
+
+@pytest.fixture(scope="module")
+def env(pg_test_base):
+    factory, run, work, enc = signing_workdir(pg_test_base, "signing-")
     a, f, c = signing_key(work, "main"), signing_key(work, "forger"), signing_key(work, "other")
     cluster = factory("15", archive_mode="on", archive_command="", wal_level="replica")
     cluster.psql("CREATE DATABASE app")
@@ -67,7 +73,8 @@ def env(pg_test_base):
         work=work, run=run, cluster=cluster, a=a, f=f, c=c,
         writer=cfg("main", "writer.yml", writes, secret_key_file=a.secret),
         reader=cfg("main", "reader.yml", reads, trusted_public_key_files=[a.public]),
-        forger=cfg("main", "forger.yml", writes, secret_key_file=f.secret),
+        # The forger trusts the genuine key too: its wal-push accepts the archive's signed identity.
+        forger=cfg("main", "forger.yml", writes, secret_key_file=f.secret, trusted_public_key_files=[a.public]),
         unsigned=cfg("main", "old-agent.yml", writes),
         other_reader=cfg("other", "other-reader.yml", reads, trusted_public_key_files=[c.public]),
         other_trusting_a=cfg("other", "other-trusting-a.yml", reads, trusted_public_key_files=[c.public, a.public]),

@@ -12,7 +12,7 @@ import os
 import secrets
 import socket
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..manifest import iso, utcnow
 from ..repository import Repository
@@ -90,9 +90,13 @@ def write_remote(repo: Repository, record: Dict[str, Any], started: dt.datetime,
 _CHAIN_HINT: Dict[str, int] = {}
 
 
-def read_remote(repo: Repository, since: dt.datetime, until: dt.datetime) -> List[Dict[str, Any]]:
+def read_remote(repo: Repository, since: dt.datetime, until: dt.datetime,
+                warn: Optional[Callable[[str], None]] = None) -> List[Dict[str, Any]]:
     """The repository's audit records of operations started in [since, until), oldest first: one listing
-    per month of the period, and only the records whose key's time is inside it are read."""
+    per month of the period, and only the records whose key's time is inside it are read. A record
+    without a trusted signature (docs/signing.md) is left out, named to ``warn``."""
+    from ..signing import SignatureError
+
     since, until = since.astimezone(dt.timezone.utc), until.astimezone(dt.timezone.utc)
     low, high = f"{since:%Y%m%dT%H%M%S}Z", f"{until:%Y%m%dT%H%M%S}Z"
     records: List[Dict[str, Any]] = []
@@ -101,9 +105,13 @@ def read_remote(repo: Repository, since: dt.datetime, until: dt.datetime) -> Lis
         prefix = repo.audit_month_prefix(year, month)
         for info in repo.storage.list(prefix):
             stamp = info.key[len(prefix):].split("-", 1)[0]
-            if low <= stamp < high:
+            if low <= stamp < high and info.key.endswith(".json"):
                 try:
-                    doc = json.loads(repo.storage.get_bytes(info.key))
+                    doc = json.loads(repo.read_signed(info.key, f"audit record {info.key}"))
+                except SignatureError as exc:
+                    if warn:
+                        warn(f"ignoring {exc.message}")
+                    continue
                 except ValueError:
                     doc = {"operation": "unreadable", "error": f"{info.key} is not JSON"}
                 if isinstance(doc, dict):

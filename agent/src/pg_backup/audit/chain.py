@@ -30,6 +30,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from ..errors import NotFoundError, PgBackupError
 from ..manifest import iso
 from ..repository import Repository
+from ..signing import SIGNATURE_SUFFIX, SignatureError
 from ..storage.base import ObjectInfo, PutOptions
 
 #: Tries to claim a sequence number before giving up (each conflict means another writer won one).
@@ -48,16 +49,22 @@ def encode(record: Dict[str, Any]) -> bytes:
 
 
 def _put(repo: Repository, key: str, data: bytes) -> None:
-    """The one way audit objects reach the repository: create-only (a clash raises ObjectExists)."""
-    repo.storage.put_bytes(key, data, PutOptions(content_type="application/json"), overwrite=False)
+    """The one way audit objects reach the repository: create-only (a clash raises FileExistsError),
+    after their detached signature ``<key>.sig`` on a host with the cluster's signing key (docs/signing.md)."""
+    repo.put_signed(key, data, PutOptions(content_type="application/json"))
 
 
 def read_entry(repo: Repository, seq: int) -> Optional[Dict[str, Any]]:
     """Entry ``seq`` of the chain, None if there is none; an unreadable one is reported as a break."""
     try:
-        doc = json.loads(repo.storage.get_bytes(repo.audit_chain_key(seq)))
+        raw = repo.storage.get_bytes(repo.audit_chain_key(seq))
     except NotFoundError:
         return None
+    return parse_entry(raw, seq)
+
+
+def parse_entry(raw: bytes, seq: int) -> Dict[str, Any]:
+    doc = json.loads(raw)
     if not isinstance(doc, dict):
         raise ValueError(f"audit chain entry {seq} is not a JSON object")
     return doc
@@ -123,7 +130,7 @@ def append(repo: Repository, record: Dict[str, Any], key: str, hint: int = 0) ->
 
 @dataclass
 class Break:
-    kind: str                   # gap | missing | edited | fork | unchained | unreadable
+    kind: str                   # gap | missing | edited | fork | unchained | unreadable | forged
     message: str
     seq: Optional[int] = None
     key: Optional[str] = None
@@ -137,12 +144,13 @@ class ChainReport:
     head_sha256: Optional[str] = None
     began: Optional[str] = None                 # when the first entry was stored: the chain's start
     unchained_before: int = 0                   # records written before the chain began (accepted)
+    unsigned_before: int = 0                    # entries written before signing was enabled (accepted)
     breaks: List[Break] = field(default_factory=list)
 
     def as_dict(self) -> Dict[str, Any]:
         return {"entries": self.entries, "first_seq": self.first_seq, "head_seq": self.head_seq,
                 "head_sha256": self.head_sha256, "began": self.began,
-                "unchained_before": self.unchained_before,
+                "unchained_before": self.unchained_before, "unsigned_before": self.unsigned_before,
                 "breaks": [{k: v for k, v in vars(b).items() if v is not None} for b in self.breaks]}
 
 
@@ -180,20 +188,25 @@ def check_entries(repo: Repository, seqs: List[int], report: ChainReport,
     """Walk ``seqs`` (ascending) after ``prev`` (sequence number and record SHA-256 already verified, or
     None to start at the first): add breaks to ``report``; return record key -> sequence number."""
     chained: Dict[str, int] = {}
+    signed: Optional[bool] = None
     for seq in seqs:
         where = f"audit chain entry {seq}"
         if prev is not None and seq != prev[0] + 1:
             report.breaks.append(Break("gap", f"audit chain entries {prev[0] + 1}..{seq - 1} are missing (deleted)",
                                        seq=prev[0] + 1))
         try:
-            entry = read_entry(repo, seq)
+            raw = repo.storage.get_bytes(repo.audit_chain_key(seq))
+            entry = parse_entry(raw, seq)
+        except NotFoundError:
+            report.breaks.append(Break("gap", f"{where} is missing (deleted)", seq=seq))
+            continue
         except (ValueError, PgBackupError) as exc:
             report.breaks.append(Break("unreadable", f"{where} cannot be read: {exc}", seq=seq))
             prev = (seq, None)
             continue
-        if entry is None:
-            report.breaks.append(Break("gap", f"{where} is missing (deleted)", seq=seq))
-            continue
+        if signed is None:                 # does the chain before this walk carry signatures already?
+            signed = prev is not None and repo.storage.exists(repo.audit_chain_key(prev[0]) + SIGNATURE_SUFFIX)
+        signed = _check_signature(repo, seq, raw, signed, report)
         report.entries += 1
         report.first_seq = seq if report.first_seq is None else report.first_seq
         key = repo.root + str(entry.get("record"))
@@ -215,6 +228,22 @@ def check_entries(repo: Repository, seqs: List[int], report: ChainReport,
         prev = (seq, entry.get("sha256"))
         report.head_seq, report.head_sha256 = seq, entry.get("sha256")
     return chained
+
+
+def _check_signature(repo: Repository, seq: int, raw: bytes, signed: bool, report: ChainReport) -> bool:
+    """Judge entry ``seq``'s signature (docs/signing.md; it covers its record through the SHA-256 it
+    holds): a bad or untrusted one is a ``forged`` break; an unsigned one too once an earlier entry was
+    signed, else it predates signing (counted in ``unsigned_before``). Returns whether signing has begun."""
+    key = repo.audit_chain_key(seq)
+    try:
+        return repo.record_signer(key, raw, f"audit chain entry {key}") is not None or signed
+    except SignatureError as exc:
+        if signed or repo.storage.exists(key + SIGNATURE_SUFFIX):
+            report.breaks.append(Break("forged", f"{exc.message}: forged, or written by someone holding only "
+                                                 f"write access to the bucket", seq=seq, key=key))
+            return signed
+        report.unsigned_before += 1
+        return False
 
 
 def _check_record_link(data: bytes, entry: Dict[str, Any], seq: int, key: str, report: ChainReport) -> None:

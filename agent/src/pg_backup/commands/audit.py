@@ -34,6 +34,9 @@ def audit_verify(ctx: Context, *, action: Optional[str], since: Optional[str]) -
     if report.unchained_before:
         result.text.append(f"  {report.unchained_before} record(s) unchained, before {report.began or 'the chain'} "
                            f"(written by agents without the chain: accepted)")
+    if report.unsigned_before:
+        result.text.append(f"  {report.unsigned_before} entr{'y' if report.unsigned_before == 1 else 'ies'} unsigned, "
+                           f"before the first signed one (written before signing was enabled: accepted)")
     result.text += [f"  BREAK {b.kind}: {b.message}" for b in report.breaks]
     if report.breaks:
         result.exit_code = EXIT_INTEGRITY

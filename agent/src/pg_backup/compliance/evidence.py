@@ -144,6 +144,7 @@ def locality_section(settings: Any, storage: Any, hostname: str) -> Dict[str, An
             "matches": None if not configured or not actual else configured == actual}
 
 
-def read_audit(repo: Any, since: dt.datetime, until: dt.datetime) -> List[Dict[str, Any]]:
+def read_audit(repo: Any, since: dt.datetime, until: dt.datetime,
+               warn: Optional[Callable[[str], None]] = None) -> List[Dict[str, Any]]:
     """Audit records from CHECKSUM_LOOKBACK_DAYS before the end (for checksum states) to the end."""
-    return read_remote(repo, min(since, until - dt.timedelta(days=CHECKSUM_LOOKBACK_DAYS)), until)
+    return read_remote(repo, min(since, until - dt.timedelta(days=CHECKSUM_LOOKBACK_DAYS)), until, warn)

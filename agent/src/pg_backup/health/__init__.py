@@ -21,6 +21,8 @@ Checks (names are stable: monitoring keys on them)
                                                   that met different content under the same name
   storage, local_disk                             reachable and in the configured region; free space
   restore_verification                            age of the last successful 'verify --restore' (or drill)
+  untrusted_records                               verification, drill or WAL conflict records without a trusted
+                                                  signature, ignored (warning, only when there are some; docs/signing.md)
   key_expiry_<purpose>                            the OpenPGP key the host writes with (key_expiry_encryption):
                                                   warning 30 days before it expires, critical once expired
                                                   (health/keys.py)

@@ -83,6 +83,7 @@ class Probes:
     last_drill: Optional[Dict[str, Any]] = None  # the newest drill's report.json (metrics only)
     summarizer: Optional[SummarizerProbe] = None  # None: incremental backups are not configured
     keys: List[KeyProbe] = field(default_factory=list)   # the OpenPGP keys the host writes with
+    untrusted: List[str] = field(default_factory=list)   # records left out: no trusted signature (docs/signing.md)
 
 
 def worst(statuses: List[str]) -> str:
@@ -112,6 +113,12 @@ def evaluate(manifests: List[Manifest], settings: HealthSettings, probes: Probes
     checks += _storage_checks(probes)
     checks += _disk_check(probes, settings)
     checks += _verification_checks(probes, now, settings, bool(manifests))
+    if probes.untrusted:
+        checks.append(Check("untrusted_records", "warning",
+                            f"{len(probes.untrusted)} record(s) without a trusted signature were ignored "
+                            f"({'; '.join(probes.untrusted[:3])}{' ...' if len(probes.untrusted) > 3 else ''}): "
+                            f"forged, or written by someone with only write access to the bucket",
+                            float(len(probes.untrusted)), 1, None))
     checks += [Check(**fields) for fields in key_checks(probes.keys, now)]
     checks += [Check(**fields) for fields in summarizer_checks(probes.summarizer)]
     return checks

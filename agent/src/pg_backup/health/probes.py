@@ -40,10 +40,11 @@ def gather(ctx: Any) -> Tuple[List[Manifest], Probes]:
     if probes.storage_error is None:
         probes.wal = probe_wal_archive(ctx, manifests)
         try:
-            probes.verifications = verification_history(ctx.repo)
+            probes.verifications = verification_history(ctx.repo, probes.untrusted.append, newest=True)
         except PgBackupError as exc:
             probes.verifications_error = exc.message
-        probes.last_drill = newest_drill(ctx.repo)
+        probes.last_drill = newest_drill(ctx.repo, probes.untrusted.append)
+        probes.untrusted += ctx.wal_archive.untrusted_conflicts
     try:
         probes.archiver = probe_archiver(ctx)
     except PgBackupError as exc:

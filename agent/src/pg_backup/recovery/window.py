@@ -104,6 +104,7 @@ class Catalog:
         self.by_id = {m.backup_id: m for m in self.physical}
         self.archive = ctx.wal_archive
         sizes = [m.wal_segment_size for m in self.physical if m.wal_segment_size]
+        self.archive.identity()        # a forged archive.json is refused (exit 4) before any WAL is used
         self.segment_size = sizes[-1] if sizes else self.archive.segment_size()
         entries = self.archive.entries(segment_size=self.segment_size) if self.physical else []
         self.segments = [e for e in entries if e.kind == "segment"]

@@ -14,9 +14,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
-from ..errors import PgBackupError
+from ..errors import NotFoundError, PgBackupError
 from ..manifest import iso
 from ..repository import VERIFICATION_NAME, Repository
+from ..signing import SignatureError
 from ..storage.base import PutOptions
 from .outcome import Outcome
 
@@ -42,8 +43,8 @@ def record_verification(repo: Repository, document: Dict[str, Any], when: dt.dat
     """Store one verification's outcome in the repository; returns its key, or None with ``warn``."""
     key = repo.verification_key(when, document["backup_id"], bool(document["passed"]))
     try:
-        repo.storage.put_bytes(key, (json.dumps(document, indent=1, sort_keys=True, default=str) + "\n").encode(),
-                               PutOptions(content_type="application/json"), overwrite=False)
+        repo.put_signed(key, (json.dumps(document, indent=1, sort_keys=True, default=str) + "\n").encode(),
+                        PutOptions(content_type="application/json"))
         return key
     except Exception as exc:  # the verification happened; failing to note it must not hide its result
         warn(f"cannot record the verification in the repository ({key}): {exc}")
@@ -58,8 +59,12 @@ class VerificationRecord:
     passed: bool
 
 
-def verification_history(repo: Repository) -> List[VerificationRecord]:
-    """Every recorded verification, oldest first, from object names alone (one listing, no reads)."""
+def verification_history(repo: Repository, warn: Optional[Callable[[str], None]] = None, *,
+                         newest: bool = False) -> List[VerificationRecord]:
+    """Every recorded verification, oldest first, from object names alone (one listing, no reads) when
+    no signing key is configured. Otherwise each record's signature is judged (docs/signing.md) and one
+    without a trusted signature is left out, named to ``warn``; ``newest`` judges only from the newest
+    record back to the newest trusted passed one (what ``health`` needs) and returns just those."""
     prefix = repo.verifications_prefix
     found = []
     for info in repo.storage.list(prefix):
@@ -69,7 +74,25 @@ def verification_history(repo: Repository) -> List[VerificationRecord]:
         when = dt.datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
         found.append(VerificationRecord(info.key, when, m.group(2), m.group(4) == "passed"))
     found.sort(key=lambda r: (r.when, r.key))
-    return found
+    return _trusted(repo, found, warn, newest) if repo.verifies else found
+
+
+def _trusted(repo: Repository, found: List[VerificationRecord], warn: Optional[Callable[[str], None]],
+             newest: bool) -> List[VerificationRecord]:
+    kept: List[VerificationRecord] = []
+    for record in reversed(found):
+        try:
+            repo.read_signed(record.key, f"verification record {record.key}")
+        except SignatureError as exc:
+            if warn:
+                warn(f"ignoring {exc.message}")
+            continue
+        except NotFoundError:           # deleted since the listing
+            continue
+        kept.append(record)
+        if newest and record.passed:
+            break
+    return kept[::-1]
 
 
 # -- drill reports ---------------------------------------------------------------------------------
@@ -80,7 +103,7 @@ def _drill_report_keys(repo: Repository) -> List[str]:
 
 
 def _read_report(repo: Repository, key: str) -> Any:
-    return json.loads(repo.storage.get_bytes(key))
+    return json.loads(repo.read_signed(key, f"drill report {key}"))
 
 
 def drill_history(repo: Repository, warn: Callable[[str], None]) -> List[Dict[str, Any]]:
@@ -89,6 +112,9 @@ def drill_history(repo: Repository, warn: Callable[[str], None]) -> List[Dict[st
     for key in _drill_report_keys(repo)[-HISTORY_LIMIT:]:
         try:
             doc = _read_report(repo, key)
+        except SignatureError as exc:
+            warn(f"ignoring {exc.message}")
+            continue
         except (PgBackupError, ValueError) as exc:
             warn(f"skipping unreadable drill report {key}: {exc}")
             continue
@@ -98,14 +124,18 @@ def drill_history(repo: Repository, warn: Callable[[str], None]) -> List[Dict[st
     return reports
 
 
-def newest_drill(repo: Repository) -> Optional[Dict[str, Any]]:
-    """The newest drill's report, or None: no drill yet, or one that cannot be read (health then shows
-    no drill metrics rather than failing)."""
+def newest_drill(repo: Repository, warn: Optional[Callable[[str], None]] = None) -> Optional[Dict[str, Any]]:
+    """The newest drill's report with a trusted signature (an untrusted one is named to ``warn``), or
+    None: no drill yet, or one that cannot be read (health then shows no drill metrics rather than failing)."""
     try:
-        keys = _drill_report_keys(repo)
-        if not keys:
-            return None
-        doc = _read_report(repo, keys[-1])
-        return doc if isinstance(doc, dict) else None
+        for key in reversed(_drill_report_keys(repo)):
+            try:
+                doc = _read_report(repo, key)
+            except SignatureError as exc:
+                if warn:
+                    warn(f"ignoring {exc.message}")
+                continue
+            return doc if isinstance(doc, dict) else None
+        return None
     except (PgBackupError, ValueError):
         return None

@@ -116,6 +116,11 @@ class WalArchive:
         self.root = repo.wal_prefix
         self._identity: Optional[dict] = None
         self._identity_read = False
+        self._raw_identity = b""
+        #: archive.json has no signature (written before signing was enabled), see :meth:`identity`.
+        self.unsigned = False
+        #: Conflict records :meth:`conflicts` left out: no trusted signature (one line each, naming the object).
+        self.untrusted_conflicts: List[str] = []
 
     # keys ----------------------------------------------------------------------------------------
     def key_for(self, name: str) -> str:
@@ -138,16 +143,32 @@ class WalArchive:
     # identity ------------------------------------------------------------------------------------
     def identity(self, *, fresh: bool = False) -> Optional[dict]:
         """archive.json as a dict, or None if nothing was ever pushed. Read once (it never changes once
-        written); ``fresh`` reads it again (after losing the race to create it)."""
+        written); ``fresh`` reads it again (after losing the race to create it).
+
+        Its detached signature (``archive.json.sig``) is checked like a manifest's (docs/signing.md): a
+        forged identity is refused (exit 4). One written before signing was enabled (no ``.sig``) is
+        accepted on the host holding the cluster's signing key (``unsigned`` is then set, and wal-push
+        adds the signature once it has matched the identity to its own cluster: :meth:`adopt_identity`),
+        elsewhere only while signing is not required (``--allow-unsigned``)."""
         if fresh:
             self._identity_read = False
         if not self._identity_read:
             from ..errors import IntegrityError, NotFoundError
+            from ..signing import SignatureError
 
             try:
                 raw = self.storage.get_bytes(self.identity_key)
             except NotFoundError:
                 return None
+            self.unsigned = False
+            try:
+                self.unsigned = self.repo.record_signer(self.identity_key, raw, f"WAL archive identity "
+                                                                               f"{self.identity_key}") is None
+            except SignatureError:
+                if self.storage.exists(self.identity_key + ".sig") or not self.repo.signs:
+                    raise
+                self.unsigned = True           # written before signing: this host may adopt it (migration)
+            self._raw_identity = raw
             try:
                 data = json.loads(raw)
                 if not isinstance(data, dict):
@@ -157,6 +178,20 @@ class WalArchive:
                                      hint="inspect it; it names the cluster this WAL archive belongs to") from None
             self._identity, self._identity_read = data, True
         return self._identity
+
+    def adopt_identity(self) -> bool:
+        """Sign an identity written before signing was enabled (``archive.json.sig``, create-only; the
+        identity itself is never rewritten). Only for the cluster whose identity it is: wal-push calls it
+        after matching the system identifier. True when a signature was added."""
+        if not (self.identity() is not None and self.unsigned and self.repo.signs):
+            return False
+        try:
+            self.repo.sign_existing(self.identity_key, self._raw_identity)
+        except FileExistsError:                # another host migrated it first: judge that signature
+            self.identity(fresh=True)
+            return False
+        self.unsigned = False
+        return True
 
     def segment_size(self) -> int:
         ident = self.identity() or {}
@@ -291,16 +326,22 @@ class WalArchive:
 
     # conflicts -----------------------------------------------------------------------------------
     def conflicts(self) -> List[WalConflict]:
-        """Recorded refused pushes (critical in health until an operator removes the record)."""
+        """Recorded refused pushes (critical in health until an operator removes the record). A record
+        without a trusted signature (docs/signing.md) is left out and named in ``untrusted_conflicts``."""
         from ..errors import NotFoundError
+        from ..signing import SignatureError
 
         found: List[WalConflict] = []
+        self.untrusted_conflicts = []
         for info in self.storage.list(self.conflicts_prefix):
             if not info.key.endswith(".json"):
                 continue
             try:
-                data = json.loads(self.storage.get_bytes(info.key))
+                data = json.loads(self.repo.read_signed(info.key, f"WAL conflict record {info.key}"))
             except NotFoundError:
+                continue
+            except SignatureError as exc:
+                self.untrusted_conflicts.append(f"ignoring {exc.message}")
                 continue
             except ValueError:
                 data = {"name": info.key.rsplit("/", 1)[-1], "reason": "unreadable conflict record"}

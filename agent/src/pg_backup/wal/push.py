@@ -95,8 +95,9 @@ class Pusher:
     def check_identity(self, path: str, name: str) -> None:
         """Refuse to push into an archive that belongs to another cluster (DESIGN §5 rule 4)."""
         sysid, seg_size = self.pushing_identity(path, name)
+        signs = self.ctx.repo.signs
         for known in (self._identity_ok, self.spool.cached_identity()):
-            if known and str(known.get("system_identifier")) == str(sysid) and (
+            if known and (known.get("signed") or not signs) and str(known.get("system_identifier")) == str(sysid) and (
                     seg_size is None or known.get("wal_segment_size") == seg_size):
                 self._identity_ok = known
                 return
@@ -119,8 +120,9 @@ class Pusher:
                                f"{ident.get('wal_segment_size')}", hint="use a new cluster name for this archive")
         if ident.get("wal_segment_size") is None and seg_size is None:
             return  # cannot cache a complete identity from a history file alone; the next segment will
+        self.archive.adopt_identity()      # signed now if written before signing (docs/signing.md)
         cached = {"system_identifier": str(ident["system_identifier"]),
-                  "wal_segment_size": ident.get("wal_segment_size") or seg_size}
+                  "wal_segment_size": ident.get("wal_segment_size") or seg_size, "signed": signs}
         self.spool.cache_identity(cached)
         self._identity_ok = cached
 
@@ -137,10 +139,9 @@ class Pusher:
                "server_version": version, "cluster": self.ctx.cluster, "created_by_host": socket.gethostname(),
                "agent_version": __version__, "format": "pg-backup WAL archive v1: <TLI>/<FILE>.zst.gpg"}
         try:
-            self.ctx.storage.put_bytes(self.archive.identity_key, (json.dumps(doc, indent=1) + "\n").encode(),
-                                       PutOptions(content_type="application/json",
-                                                  tags={"kind": "wal", "cluster": self.ctx.cluster}),
-                                       overwrite=False)
+            self.ctx.repo.put_signed(self.archive.identity_key, (json.dumps(doc, indent=1) + "\n").encode(),
+                                     PutOptions(content_type="application/json",
+                                                tags={"kind": "wal", "cluster": self.ctx.cluster}))
             return doc
         except FileExistsError:
             ident = self.archive.identity(fresh=True)
@@ -161,10 +162,9 @@ class Pusher:
                f"{secrets.token_hex(3)}.json")
         warnings = []
         try:
-            self.ctx.storage.put_bytes(key, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode(),
-                                       PutOptions(content_type="application/json",
-                                                  tags={"kind": "wal", "cluster": self.ctx.cluster}),
-                                       overwrite=False)
+            self.ctx.repo.put_signed(key, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode(),
+                                     PutOptions(content_type="application/json",
+                                                tags={"kind": "wal", "cluster": self.ctx.cluster}))
         except Exception as exc:  # noqa: BLE001 - the refusal itself must still be reported
             warnings.append(f"cannot record the WAL conflict in the repository: {exc}")
         record = AuditRecord("wal-push", ["wal-push", *self.argv], self.ctx.cluster, clock=self.ctx.clock)

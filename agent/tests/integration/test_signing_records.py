@@ -1,0 +1,159 @@
+"""Signed plain-JSON records (docs/signing.md): the WAL archive identity (and its migration from an
+archive written before signing), WAL conflict records, audit records and chain entries, verification
+records and drill reports. PostgreSQL 15, a local repository and one case over the S3 endpoint."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import give_to_pg_user, make_pg_dir, write_config
+from pgb_pitr_support import enable_archiving, scratch_dir, switch_and_wait_archived
+from test_signing import signing_key, signing_workdir
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def env(pg_test_base):
+    factory, run, work, enc = signing_workdir(pg_test_base, "signed-records-")
+    a = signing_key(work, "main")
+    cluster = factory("15", archive_mode="on", archive_command="", wal_level="replica")
+    writes = {"mode": "public-key", "public_key_file": enc.public_file}
+    reads = {"mode": "public-key", "private_key_files": [enc.secret_file]}
+
+    def cfg(config_name: str, encryption, s3=None, **signing):
+        state = str(make_pg_dir(Path(work) / f"state-{config_name[:-4]}"))
+        return write_config(work, "main", s3=s3, config_name=config_name, encryption=encryption, signing=signing,
+                            paths={"state_dir": state}, cluster=cluster, backup={"globals": False},
+                            wal={"fetch_prefetch": 0})
+
+    return SimpleNamespace(work=work, run=run, cluster=cluster, a=a, cfg=cfg, writes=writes, reads=reads,
+                           repo=Path(work) / "repo" / "main",
+                           old_agent=cfg("old-agent.yml", writes),
+                           writer=cfg("writer.yml", writes, secret_key_file=a.secret),
+                           fresh_writer=cfg("fresh-writer.yml", writes, secret_key_file=a.secret),
+                           reader=cfg("reader.yml", reads, trusted_public_key_files=[a.public]))
+
+
+def _refused(res, *words: str) -> None:
+    assert res.rc == 4, res.describe()
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and all(w in lines[0] for w in words), res.describe()
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    give_to_pg_user(path, 0o600)
+
+
+def test_archive_identity_is_migrated_then_a_forged_one_is_refused(env):
+    """An archive started by an agent without signing keeps its archive.json; the first push of a host
+    with the signing key adds archive.json.sig beside it and archiving goes on. An edited identity is
+    refused by wal-push (of a host that has not cached it), pitr and health."""
+    identity = env.repo / "wal" / "archive.json"
+    enable_archiving(env.cluster, env.old_agent)
+    switch_and_wait_archived(env.cluster)
+    original = identity.read_bytes()
+    assert not Path(f"{identity}.sig").exists()
+    env.cluster.psql("CREATE TABLE t AS SELECT 1 AS x")
+    enable_archiving(env.cluster, env.writer)
+    switch_and_wait_archived(env.cluster)                       # archiving continues across the migration
+    assert identity.read_bytes() == original and Path(f"{identity}.sig").exists()
+    assert "archive.json" not in _wal_age(env)                   # a restore host trusts the migrated identity
+
+    env.cluster.psql("ALTER SYSTEM SET archive_command = ''; SELECT pg_reload_conf()")
+    doc = json.loads(original)
+    doc["system_identifier"] = "1" + str(doc["system_identifier"])[1:]
+    identity.write_bytes((json.dumps(doc, indent=1) + "\n").encode())
+    current = env.cluster.psql("SELECT pg_walfile_name(pg_current_wal_lsn())")
+    wal_file = os.path.join(str(env.cluster.datadir), "pg_wal", current)
+    _refused(env.run(env.fresh_writer, "wal-push", wal_file, check=False, json=False),
+             "WAL archive identity", "archive.json", "bad signature")
+    data_dir = os.path.join(scratch_dir(), "data")
+    _refused(env.run(env.reader, "pitr", "--latest", "--data-dir", data_dir, "--port", "1", check=False, json=False),
+             "archive.json", "bad signature")
+    assert not os.path.exists(os.path.join(data_dir, "PG_VERSION"))
+    assert "archive.json" in _wal_age(env) and "bad signature" in _wal_age(env)
+    identity.write_bytes(original)                               # the genuine identity is accepted again
+    assert "archive.json" not in _wal_age(env)
+
+
+def _wal_age(env) -> str:
+    """health's WAL check on the restore host: it reads the archive's identity."""
+    checks = {c["name"]: c for c in env.run(env.reader, "health", check=False).data["checks"]}
+    return checks["wal_newest_age"]["message"]
+
+
+def _head(chain: Path) -> int:
+    return max(int(p.name[:12]) for p in chain.glob("*.json"))
+
+
+def test_forged_records_are_ignored_by_health_and_compliance_and_flagged_by_audit_verify(env):
+    env.run(env.writer, "backup", "--tier", "daily", "--database", "postgres", timeout=300)
+    audit = env.repo / "audit"
+    chain = audit / "chain"
+    head = _head(chain)
+    assert Path(chain / f"{head:012d}.json.sig").exists()        # the backup's audit entry is signed
+    env.run(env.reader, "audit", "verify")
+
+    now = dt.datetime.now(dt.timezone.utc)
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    verification = audit / "verifications" / f"{stamp}-forged-abcdef-passed.json"
+    _write(verification, b'{"backup_id": "forged", "passed": true}\n')
+    drill = audit / "drills" / stamp / "report.json"
+    _write(drill, json.dumps({"drill_id": stamp, "passed": True, "started_at": now.isoformat()}).encode())
+    conflict = env.repo / "wal" / "conflicts" / f"{stamp}-000000010000000000000009-abcdef.json"
+    _write(conflict, b'{"name": "000000010000000000000009", "reason": "forged"}\n')
+    record = audit / now.strftime("%Y") / now.strftime("%m") / f"{stamp}-backup-abcdef.json"
+    entry = json.loads((chain / f"{head:012d}.json").read_bytes())
+    body = (json.dumps({"operation": "backup", "started_at": now.isoformat(), "result": "success",
+                        "chain": {"seq": head + 1, "prev_sha256": entry["sha256"]}}) + "\n").encode()
+    _write(record, body)
+    _write(chain / f"{head + 1:012d}.json", json.dumps({
+        "seq": head + 1, "record": str(record.relative_to(env.repo.parent)), "sha256": hashlib.sha256(body).hexdigest(),
+        "prev_sha256": entry["sha256"]}).encode())
+
+    res = env.run(env.reader, "audit", "verify", check=False)
+    assert res.rc == 4 and res.data["audit_chain"]["breaks"][0]["kind"] == "forged", res.describe()
+    assert f"audit/chain/{head + 1:012d}.json is not signed" in res.data["audit_chain"]["breaks"][0]["message"]
+
+    checks = {c["name"]: c for c in env.run(env.writer, "health", check=False).data["checks"]}
+    untrusted = checks["untrusted_records"]
+    assert untrusted["status"] == "warning", untrusted
+    for path in (verification, drill, conflict):
+        assert str(path.relative_to(env.repo.parent)) in untrusted["message"], untrusted
+    assert checks["wal_conflicts"]["status"] == "ok"                       # the forged conflict is not acted on
+    assert "no successful restore verification" in checks["restore_verification"]["message"]
+    assert checks["audit_chain"]["status"] == "warning" and "forged" in checks["audit_chain"]["message"]
+
+    out = Path(scratch_dir()) / "report.json"
+    env.run(env.reader, "compliance", "report", "--format", "json", "--output", str(out))
+    report = json.loads(out.read_text())
+    assert report["drill"]["count"] == 0 and report["verification"]["last"] is None, report
+    notes = " ".join(report["notes"])
+    assert str(drill.relative_to(env.repo.parent)) in notes and str(record.relative_to(env.repo.parent)) in notes
+
+
+def test_signed_records_over_s3(env, s3_server):
+    """Over the S3 endpoint: the audit record and chain entry are stored with their signatures, and an
+    entry put by someone with only write access to the bucket is flagged."""
+    writer = env.cfg("s3-writer.yml", env.writes, s3=s3_server, secret_key_file=env.a.secret)
+    reader = env.cfg("s3-reader.yml", env.reads, s3=s3_server, trusted_public_key_files=[env.a.public])
+    env.run(writer, "backup", "--tier", "daily", "--database", "postgres", timeout=300)
+    client = s3_server.client()
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=s3_server.bucket, Prefix="main/audit/")["Contents"]}
+    entries = sorted(k for k in keys if k.startswith("main/audit/chain/") and k.endswith(".json"))
+    assert entries and all(f"{k}.sig" in keys for k in keys if k.endswith(".json")), keys
+    env.run(reader, "audit", "verify")
+    seq = int(entries[-1].rsplit("/", 1)[1][:12]) + 1
+    client.put_object(Bucket=s3_server.bucket, Key=f"main/audit/chain/{seq:012d}.json",
+                      Body=json.dumps({"seq": seq, "record": "audit/x.json", "sha256": "0" * 64}).encode())
+    res = env.run(reader, "audit", "verify", check=False)
+    assert res.rc == 4 and [b["kind"] for b in res.data["audit_chain"]["breaks"]][:1] == ["forged"], res.describe()

@@ -1,0 +1,140 @@
+"""Signed plain-JSON records (Repository.put_signed / read_signed, docs/signing.md) with a real gpg and a
+local repository: archive.json and its migration, the audit chain, verification records."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from keys import make_keypair
+from pg_backup.audit.chain import append, verify
+from pg_backup.config_signing import SigningSettings
+from pg_backup.crypto import GpgHome
+from pg_backup.repository import Repository
+from pg_backup.signing import SignatureError, Signatures
+from pg_backup.storage.base import PutOptions
+from pg_backup.storage.local import LocalStorage
+from pg_backup.verification.records import record_verification, verification_history
+from pg_backup.wal.archive import WalArchive
+
+NOW = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.timezone.utc)
+JSON = PutOptions(content_type="application/json")
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("keys"))
+    return make_keypair(d, "main"), make_keypair(d, "forger")
+
+
+@pytest.fixture
+def repos(tmp_path, keys):
+    """Repositories over one directory: ``main`` signs, ``forger`` signs with a foreign key, ``reader``
+    only trusts main's public key, ``plain`` has no signing keys (passphrase mode, old agents)."""
+    homes = []
+
+    def repo(**settings):
+        home = GpgHome()
+        homes.append(home)
+        sig = Signatures(home, SigningSettings(**settings)) if settings else None
+        return Repository(LocalStorage(str(tmp_path)), "main", signatures=lambda: sig)
+
+    main, forger = keys
+    yield {"main": repo(secret_key_file=main.secret_file), "forger": repo(secret_key_file=forger.secret_file),
+           "reader": repo(trusted_public_key_files=[main.public_file]),
+           "lax": repo(trusted_public_key_files=[main.public_file], require=False), "plain": repo()}
+    for home in homes:
+        home.close()
+
+
+def test_a_record_is_stored_after_its_signature_and_judged_by_every_reader(repos):
+    key = "main/wal/conflicts/x.json"
+    repos["main"].put_signed(key, b'{"a": 1}\n', JSON)
+    assert repos["main"].storage.exists(key + ".sig")
+    assert repos["reader"].read_signed(key) == b'{"a": 1}\n'
+    assert repos["plain"].read_signed(key) == b'{"a": 1}\n'          # no keys configured: as before signing
+    with pytest.raises(FileExistsError):                              # create-only, signature included
+        repos["main"].put_signed(key, b'{"a": 2}\n', JSON)
+
+
+@pytest.mark.parametrize("who, words", [("forger", ["not trusted", "forged"]), ("plain", ["not signed"])])
+def test_forged_or_unsigned_records_are_refused_with_exit_4_naming_the_object(repos, who, words):
+    key = "main/audit/verifications/x.json"
+    repos[who].put_signed(key, b"{}\n", JSON)
+    with pytest.raises(SignatureError) as info:
+        repos["reader"].read_signed(key, f"verification record {key}")
+    assert info.value.exit_code == 4 and f"verification record {key}" in str(info.value)
+    assert all(w in str(info.value) for w in words[:1]), str(info.value)
+    if who == "plain":
+        assert repos["lax"].read_signed(key) == b"{}\n"              # --allow-unsigned
+
+
+def test_an_edited_record_no_longer_matches_its_signature(repos, tmp_path):
+    key = "main/audit/drills/d1/report.json"
+    repos["main"].put_signed(key, b'{"passed": false}\n', JSON)
+    (tmp_path / key).write_bytes(b'{"passed": true}\n')
+    with pytest.raises(SignatureError, match="bad signature"):
+        repos["reader"].read_signed(key)
+
+
+def _identity(repo: Repository) -> bytes:
+    data = (json.dumps({"system_identifier": "7", "wal_segment_size": 16 << 20}) + "\n").encode()
+    repo.storage.put_bytes(repo.wal_identity_key, data, JSON, overwrite=False)
+    return data
+
+
+def test_an_unsigned_archive_identity_is_adopted_by_the_signing_host_and_refused_elsewhere(repos):
+    _identity(repos["plain"])                                        # written before signing existed
+    with pytest.raises(SignatureError, match="WAL archive identity .*archive.json is not signed"):
+        WalArchive(repos["reader"]).identity()
+    archive = WalArchive(repos["main"])
+    assert archive.identity()["system_identifier"] == "7" and archive.unsigned
+    assert archive.adopt_identity() and not archive.unsigned
+    assert not WalArchive(repos["main"]).adopt_identity()           # already signed: nothing to do
+    assert WalArchive(repos["reader"]).segment_size() == 16 << 20    # the migration made it trusted
+
+
+def test_a_forged_archive_identity_is_refused_even_by_the_signing_host(repos):
+    repos["forger"].put_signed(repos["forger"].wal_identity_key, b'{"system_identifier": "9"}\n', JSON)
+    for who in ("main", "reader"):
+        with pytest.raises(SignatureError, match="not trusted"):
+            WalArchive(repos[who]).identity()
+
+
+def test_wal_conflicts_without_a_trusted_signature_are_left_out_and_named(repos):
+    prefix = repos["main"].wal_conflicts_prefix
+    repos["main"].put_signed(prefix + "a.json", b'{"name": "000000010000000000000003", "reason": "real"}\n', JSON)
+    repos["forger"].put_signed(prefix + "b.json", b'{"name": "000000010000000000000004", "reason": "fake"}\n', JSON)
+    archive = WalArchive(repos["reader"])
+    assert [c.reason for c in archive.conflicts()] == ["real"]
+    assert len(archive.untrusted_conflicts) == 1 and prefix + "b.json" in archive.untrusted_conflicts[0]
+
+
+def _record(i: int) -> dict:
+    return {"operation": "backup", "started_at": f"2026-12-04T12:00:{i:02d}Z", "finished_at": f"2026-12-04T12:00:{i:02d}Z"}
+
+
+def test_signed_audit_chain_flags_a_forged_entry_and_accepts_entries_from_before_signing(repos):
+    seq = 0
+    for i, who in enumerate(["plain", "plain", "main", "main"]):      # signing enabled after two records
+        seq = append(repos[who], _record(i), repos[who].audit_key(NOW, "backup", f"{i:06x}"), seq)
+    report = verify(repos["reader"], NOW)
+    assert not report.breaks and report.unsigned_before == 2 and report.head_seq == 4
+    append(repos["forger"], _record(9), repos["forger"].audit_key(NOW, "backup", "ffffff"), seq)
+    append(repos["plain"], _record(10), repos["plain"].audit_key(NOW, "backup", "eeeeee"), seq + 1)
+    breaks = verify(repos["reader"], NOW).breaks
+    assert [(b.kind, b.seq) for b in breaks] == [("forged", 5), ("forged", 6)], breaks
+    assert "not trusted" in breaks[0].message and "is not signed" in breaks[1].message
+
+
+def test_verification_history_keeps_only_trusted_records(repos):
+    warned = []
+    for who, passed, minute in (("main", True, 1), ("forger", True, 2), ("main", False, 3), ("forger", False, 4)):
+        doc = {"backup_id": f"b{minute}", "passed": passed}
+        assert record_verification(repos[who], doc, NOW + dt.timedelta(minutes=minute), warned.append)
+    assert [r.backup_id for r in verification_history(repos["reader"], warned.append)] == ["b1", "b3"]
+    assert len(warned) == 2 and all("not trusted" in w for w in warned)
+    newest = verification_history(repos["reader"], newest=True)      # health: newest back to the newest passed
+    assert [(r.backup_id, r.passed) for r in newest] == [("b1", True), ("b3", False)]
+    assert len(verification_history(repos["plain"])) == 4            # no keys: names alone, as before
