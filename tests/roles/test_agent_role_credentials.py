@@ -2,12 +2,16 @@
 ansible-playbook (tags agent_configure: preflight and configure, with the agent of this checkout's venv
 validating each configuration). A public-key cluster gets the writer and pruner files (0600, owner its OS
 user), the public key (0644) and a configuration naming them, and no restorer credentials: a restorer entry
-for it is refused before anything changes. A second run changes nothing. Plain pytest:
+for it is refused before anything changes. A second run changes nothing. Signing keys (made with `pg-backup keys
+create --purpose signing`): a database host gets its own signing secret key (0600, its OS user), a restore host
+the trusted signing public keys (0644), never a secret; neither is printed (no_log, also with -v --diff), and a
+key the inventory no longer gives the host is removed. Plain pytest:
 
     .venv/bin/python -m pytest tests/roles/test_agent_role_credentials.py
 """
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -35,7 +39,26 @@ def keypair():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _run(tmp_path, item):
+@pytest.fixture(scope="module")
+def signing_keys():
+    """Two signing keys as `pg-backup keys create --purpose signing` makes them: [(secret, public), ...]."""
+    path = Path(tempfile.mkdtemp(prefix="pgb-role-signing-"))
+    keys = []
+    for name in ("current", "old"):
+        subprocess.run([str(pg.AGENT_BIN), "--quiet", "keys", "create", "--purpose", "signing", "--name",
+                        f"{name} signing key", "--expire", "1y", "--secret-out", str(path / f"{name}.sec.asc"),
+                        "--public-out", str(path / f"{name}.pub.asc")], check=True, capture_output=True, timeout=120)
+        keys.append(((path / f"{name}.sec.asc").read_text(), (path / f"{name}.pub.asc").read_text()))
+    yield keys
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _secret_lines(armored):
+    """Lines of an armored secret key's body: none of them may show up in Ansible's output."""
+    return [ln for ln in armored.splitlines() if len(ln) > 40 and " " not in ln]
+
+
+def _run(tmp_path, item, *args):
     base = tmp_path / "host"
     play = [{"hosts": "localhost", "connection": "local", "gather_facts": False,
              "vars": {"ansible_python_interpreter": sys.executable, "agent_venv_dir": str(pg.AGENT_BIN.parent.parent),
@@ -44,7 +67,7 @@ def _run(tmp_path, item):
                       "agent_clusters": [item]},
              "roles": ["miometry.pg_backup.agent"]}]
     (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
-    proc = subprocess.run([str(ANSIBLE_PLAYBOOK), str(tmp_path / "play.yml"), "--tags", "agent_configure"],
+    proc = subprocess.run([str(ANSIBLE_PLAYBOOK), str(tmp_path / "play.yml"), "--tags", "agent_configure", *args],
                           env=playbook_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           check=False)
     return proc, proc.stdout + proc.stderr, base / "etc"
@@ -75,6 +98,7 @@ def test_writer_and_pruner_files_and_a_configuration_naming_them(tmp_path, keypa
         assert f"aws_secret_access_key = {creds['secret_access_key']}\n" in text
     assert not (etc / "pk.s3-restorer").exists()
     assert (etc / "pk.pub.asc").stat().st_mode & 0o777 == 0o644
+    assert "signing" not in config and not list(etc.glob("pk.sign*"))  # no signing key given: none written
     again, out, _err = _run(tmp_path, _item(keypair))
     assert again.returncode == 0 and "changed=0" in out, out
 
@@ -85,3 +109,44 @@ def test_restorer_credentials_are_refused_on_a_public_key_host(tmp_path, keypair
     assert proc.returncode != 0 and "restorer only for a passphrase-mode cluster" in out, out
     assert "writer-secret-value" not in out
     assert not (etc / "pk.yml").exists()
+
+
+def test_signing_keys_each_where_it_belongs_and_removed_when_no_longer_given(tmp_path, keypair, signing_keys):
+    """A database host gets its own signing secret key; when it becomes a restore host the secret goes and the
+    trusted signing public keys come; an old key dropped after a rotation goes too. Never printed."""
+    (secret, current), (_old_secret, old) = signing_keys
+    proc, out, etc = _run(tmp_path, _item(keypair, signing_secret_key=secret), "-v", "--diff")
+    assert proc.returncode == 0, out
+    assert not any(line in out for line in _secret_lines(secret)), "the signing secret key was printed"
+    path = etc / "pk.signing.asc"
+    assert path.read_text() == secret.strip() + "\n"
+    assert path.stat().st_mode & 0o777 == 0o600 and path.owner() == pg.PG_OS_USER
+    config = yaml.safe_load((etc / "pk.yml").read_text())
+    assert config["signing"]["secret_key_file"] == str(path)
+    assert not config["signing"].get("trusted_public_key_files")
+    assert "PRIVATE KEY" not in (etc / "pk.yml").read_text() and not list(etc.glob("pk.signer-*"))
+    again, out, _err = _run(tmp_path, _item(keypair, signing_secret_key=secret))
+    assert again.returncode == 0 and "changed=0" in out, out
+
+    # The host becomes a restore host: its secret goes, the trusted public keys (current and old) come
+    proc, out, _etc = _run(tmp_path, _item(keypair, signing_trusted_public_keys=[current, old]), "-v", "--diff")
+    assert proc.returncode == 0, out
+    assert not path.exists()
+    files = [etc / "pk.signer-0.pub.asc", etc / "pk.signer-1.pub.asc"]
+    assert [f.read_text() for f in files] == [current.strip() + "\n", old.strip() + "\n"]
+    for f in files:
+        assert f.stat().st_mode & 0o777 == 0o644 and f.owner() == pg.PG_OS_USER
+    found = [f.name for f in etc.iterdir() if "PRIVATE KEY" in f.read_text(errors="replace")]
+    assert found == [], found
+    config = yaml.safe_load((etc / "pk.yml").read_text())
+    assert config["signing"]["trusted_public_key_files"] == [str(f) for f in files]
+    assert not config["signing"].get("secret_key_file")
+
+    # The old key is dropped after its backups expired: its file goes with it, the agent accepts the rest
+    proc, out, _etc = _run(tmp_path, _item(keypair, signing_trusted_public_keys=[current]))
+    assert proc.returncode == 0, out
+    assert files[0].exists() and not files[1].exists()
+    report = subprocess.run([str(pg.AGENT_BIN), "--config", str(etc / "pk.yml"), "--json", "config", "validate"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert json.loads(report.stdout)["ok"] is True

@@ -116,6 +116,26 @@ def test_restore_with_the_restorer_credentials_and_the_secret_key_for_the_job(en
     assert env["cluster"].psql("SELECT count(*) FROM t", dbname="app_job") == "300"
 
 
+def test_latest_is_the_newest_logical_backup_holding_the_database(env, tmp_path):
+    """The newest backup is physical (the fixture takes it last): restore.yml and extract.yml with "latest"
+    take the newest logical backup (a physical one is restored with pitr.yml); none holding the database is
+    one clear failure before anything is restored."""
+    proc, out = _play(env, tmp_path, "restore.yml", {"restore_host": "db1", "restore_backup_id": "latest",
+                                                     "restore_database": "app", "restore_target_database": "app_latest"})
+    assert proc.returncode == 0, out
+    assert f"{env['logical']}: database app restored into app_latest" in " ".join(out.split()), out
+    assert env["cluster"].psql("SELECT count(*) FROM t", dbname="app_latest") == "300"
+    dest = tmp_path / "latest.csv"
+    proc, out = _play(env, tmp_path, "extract.yml", {"extract_host": "db1", "extract_backup_id": "latest",
+                                                     "extract_database": "app", "extract_dest": str(dest),
+                                                     "extract_query": "SELECT count(*) AS n FROM t"})
+    assert proc.returncode == 0, out
+    assert dest.read_text().splitlines() == ["n", "300"] and env["logical"] in out, out
+    proc, out = _play(env, tmp_path, "restore.yml", {"restore_host": "db1", "restore_backup_id": "latest",
+                                                     "restore_database": "nosuch"})
+    assert proc.returncode != 0 and "no logical backup of jobs holds the database nosuch" in out, out
+
+
 def test_verify_pitr_and_drill_with_the_secrets_for_the_job(env, tmp_path):
     proc, out = _play(env, tmp_path, "verify.yml", {"verify_restore_kind": "logical"})
     assert proc.returncode == 0, out

@@ -1,13 +1,16 @@
 """Verify the default scenario: files the roles wrote, the bucket's settings and lifecycle rules (bucket
 role), the backup that side_effect took, in the bucket, and that miometry.pg_backup.backup_checksum passes
-for it. Runs on the control node (which is also the
+for it, the signing keys and the signatures side_effect checked. Runs on the control node (which is also the
 database host: local connection)."""
 
+import json
 import os
+import shutil
 
 import boto3
 import pytest
 import testinfra.utils.ansible_runner
+import yaml
 
 INVENTORY = os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
 testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("pg_backup")
@@ -71,13 +74,14 @@ def test_secret_files(host, config_dir, cluster, suffix):
 
 
 def test_database_host_holds_the_public_key_only(host, config_dir, cluster):
-    """Public-key mode: the encryption public key (0644), no secret key, no restorer credentials, and
-    nothing left of the restore, extract and verify jobs' secrets after side_effect ran them."""
+    """Public-key mode: the encryption public key (0644), no encryption secret key (the only secret key is the
+    cluster's own signing key), no restorer credentials, and nothing left of the restore, extract and verify
+    jobs' secrets after side_effect ran them."""
     pub = host.file(f"{config_dir}/{cluster['name']}.pub.asc")
     assert pub.is_file and pub.mode == 0o644
     assert "BEGIN PGP PUBLIC KEY BLOCK" in pub.content_string
     found = host.run(f"grep -rl 'PGP PRIVATE KEY' {config_dir} {var(host, 'agent_state_dir')}")
-    assert found.rc == 1 and not found.stdout, found.stdout
+    assert found.stdout.split() == [f"{config_dir}/{cluster['name']}.signing.asc"], found.stdout
     assert not host.file(f"{config_dir}/{cluster['name']}.s3-restorer").exists
     jobs = host.file(var(host, "agent_job_secrets_dir"))
     assert jobs.is_directory and jobs.mode == 0o711
@@ -158,3 +162,89 @@ def test_extract_playbook(host):
     assert len(lines) == 101 and all(",xyz," in ln for ln in lines[1:])
     # the temporary database is gone
     assert psql(host, "SELECT count(*) FROM pg_database WHERE datname LIKE 'pgb_extract_%'") == "0"
+
+
+def _signing_fingerprint(host, name):
+    """The fingerprint `pg-backup keys create --purpose signing --json` reported in prepare."""
+    return json.loads(host.file(f"{var(host, 'pgb_test_root')}/keys/{name}-signing.json").content_string)[
+        "key"]["fingerprint"]
+
+
+def test_signing_keys_where_each_belongs(host, config_dir, config_path, cluster):
+    """The host's own signing secret key (0600, the cluster's OS user) and the trusted signing public key
+    (0644), named in the configuration with signing.require on."""
+    name = cluster["name"]
+    secret = host.file(f"{config_dir}/{name}.signing.asc")
+    assert secret.is_file and secret.mode == 0o600 and secret.user == "postgres"
+    assert "BEGIN PGP PRIVATE KEY BLOCK" in secret.content_string
+    signer = host.file(f"{config_dir}/{name}.signer-0.pub.asc")
+    assert signer.is_file and signer.mode == 0o644
+    assert signer.content_string.strip() == host.file(
+        f"{var(host, 'pgb_test_root')}/keys/{host.backend.get_hostname()}-signing.pub.asc").content_string.strip()
+    config = yaml.safe_load(host.file(config_path).content_string)
+    assert config["signing"] == {"require": True, "secret_key_file": secret.path,
+                                 "trusted_public_key_files": [signer.path]}, config["signing"]
+
+
+AGENT = "/opt/pg-backup/bin/pg-backup"
+
+
+def _write(path, text, owner="postgres"):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    shutil.chown(path, owner)
+
+
+@pytest.fixture(scope="module")
+def signing_job(host, config_path):
+    """What a restore job holds (the installed configuration plus the restorer credentials and the encryption
+    secret key, as the agent role's job_secrets delivers them) and a forger's configuration: the same, signing
+    with the foreign key prepare made. The verifier runs on the host itself (local connection). Removed after."""
+    root = var(host, "pgb_test_root")
+    job = f"{root}/{host.backend.get_hostname()}/signing-job"
+    os.mkdir(job, 0o700)
+    shutil.chown(job, "postgres")
+    creds = var(host, "agent_restore_s3_credentials")
+    _write(f"{job}/s3-restorer", f"[default]\naws_access_key_id = {creds['access_key_id']}\n"
+                                 f"aws_secret_access_key = {creds['secret_access_key']}\n")
+    _write(f"{job}/secret-key.asc", host.file(f"{root}/keys/restore.sec.asc").content_string)
+    _write(f"{job}/secret-key.passphrase", var(host, "pgb_test_key_passphrase"))
+    _write(f"{job}/foreign-signing.sec.asc", host.file(f"{root}/keys/foreign-signing.sec.asc").content_string)
+    config = yaml.safe_load(host.file(config_path).content_string)
+    config["repository"]["s3"]["credentials"]["restorer"] = f"{job}/s3-restorer"
+    config["encryption"].update(private_key_files=[f"{job}/secret-key.asc"],
+                                private_key_passphrase_file=f"{job}/secret-key.passphrase")
+    _write(f"{job}/job.yml", yaml.safe_dump(config))
+    config["signing"]["secret_key_file"] = f"{job}/foreign-signing.sec.asc"
+    _write(f"{job}/forger.yml", yaml.safe_dump(config))
+    yield job
+    shutil.rmtree(job, ignore_errors=True)
+
+
+def agent(host, config, *args):
+    cmd = host.run(f"runuser -u postgres -- {AGENT} --config {config} --json {' '.join(args)}")
+    return cmd.rc, json.loads(cmd.stdout or "{}"), cmd.stderr
+
+
+def test_backups_are_signed_and_a_foreign_signature_is_refused(host, signing_job):
+    """`list --json` names the host's own signing key as the signer of every backup (side_effect's restore,
+    extract and verify jobs succeeded with signatures required). A backup stored under the cluster's prefix with
+    the public key and a FOREIGN signing key (what anyone holding writer rights could do) is listed as refused,
+    and its restore exits 4 naming the untrusted signer."""
+    own = _signing_fingerprint(host, host.backend.get_hostname())
+    foreign = _signing_fingerprint(host, "foreign")
+    rc, forged, err = agent(host, f"{signing_job}/forger.yml", "backup", "--tier", "daily")
+    assert rc == 0, err
+    rc, listing, err = agent(host, f"{signing_job}/job.yml", "list")
+    assert rc == 0, err
+    backups = listing["backups"]
+    assert backups and {b["signer"] for b in backups} == {own}, backups
+    assert forged["backup_id"] not in {b["backup_id"] for b in backups}
+    assert forged["backup_id"] in listing["refused"], listing["refused"]
+    rc, refused, err = agent(host, f"{signing_job}/job.yml", "restore", forged["backup_id"], "--database", "app",
+                             "--target-database", "app_forged")
+    assert rc == 4, (refused, err)
+    message = json.dumps(refused.get("error")) + err
+    assert "not trusted" in message and foreign[-16:] in message.upper(), message
+    assert psql(host, "SELECT count(*) FROM pg_database WHERE datname = 'app_forged'") == "0"
