@@ -7,7 +7,9 @@ set -euo pipefail
 # prometheus: its promtool checks the agent's Prometheus output in the tests (health --format prometheus).
 # sq: Sequoia, a second OpenPGP implementation the tests decrypt backups and WAL with (test_openpgp_interop.py).
 # poppler-utils: pdftoppm and pdftotext render and read the compliance report's PDF (test_compliance.py).
-packages=(postgresql postgresql-contrib gnupg zstd python3-venv prometheus sq poppler-utils "$@")
+# rsync, shellcheck: the static gates (ansible-test's sanity runs shellcheck); installed here, once, because
+# make test runs those gates side by side (scripts/parallel.sh).
+packages=(postgresql postgresql-contrib gnupg zstd python3-venv prometheus sq poppler-utils rsync shellcheck "$@")
 
 is_installed() {
     local status

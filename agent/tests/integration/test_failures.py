@@ -138,24 +138,39 @@ def test_kill_9_mid_backup_then_prune_cleans_the_leftovers(pg15, workdir, write_
 
 
 def test_concurrent_runs_second_exits_at_once_with_code_3(pg15, workdir, write_config, run_agent):
-    _big_database(pg15, "busy", mib=24)
-    cfg = write_config(workdir, "busy", cluster=pg15, compression={"level": 19})
-    first = run_agent(cfg, "backup", "--tier", "daily", "--database", "busy", background=True)
+    import psycopg
+
+    pg15.psql("DROP DATABASE IF EXISTS busy; CREATE DATABASE busy")
+    pg15.psql("CREATE TABLE held AS SELECT generate_series(1, 1000) AS x", dbname="busy")
+    cfg = write_config(workdir, "busy", cluster=pg15)
+    # The first run holds the agent's lock while its pg_dump waits for a table lock held here: it stays
+    # in the middle of its backup for as long as the test needs, using no CPU (a big level-19 dump did
+    # the same at the cost of a CPU-bound minute on a loaded CI machine).
+    holder = psycopg.connect(host=pg15.host, port=pg15.port, user=pg15.superuser, dbname="busy", connect_timeout=10)
+    first = None
     try:
+        holder.execute("BEGIN; LOCK TABLE held IN ACCESS EXCLUSIVE MODE")
+        first = run_agent(cfg, "backup", "--tier", "daily", "--database", "busy", background=True)
         lock = os.path.join(workdir, "state", "busy.lock")
-        deadline = time.time() + 30
+        deadline = time.time() + 60
         while time.time() < deadline and not (os.path.exists(lock) and os.path.getsize(lock)):
+            assert first.poll() is None, first.stderr_text()
             time.sleep(0.05)
+        assert os.path.exists(lock) and os.path.getsize(lock), "the first run never took its lock"
         t0 = time.monotonic()
         second = run_agent(cfg, "backup", "--tier", "daily", check=False)
         assert second.rc == 3
         assert time.monotonic() - t0 < 10
         assert "busy" in second.stderr and "pid" in second.stderr
-    finally:
-        # The first run has shown what it had to (it held the lock); waiting for its level-19 compression
-        # would cost a minute of CI. Interrupted, it exits 130 and commits nothing.
+        assert first.poll() is None, "the first run must still hold the lock: " + first.stderr_text()
+        # Interrupted mid-backup, the first run exits 130 and commits nothing.
         first.send_signal(signal.SIGTERM)
+        holder.rollback()
         assert first.wait(timeout=120) == 130, first.stderr_text()
+    finally:
+        holder.close()
+        if first is not None and first.poll() is None:
+            first.kill9(group=True)
     assert run_agent(cfg, "list").data["backups"] == []
 
 

@@ -20,11 +20,15 @@ def forwarder(s3_server):
     fwd.close()
 
 
-def _fill(cluster, dbname: str, mib: int) -> None:
-    """Incompressible rows: the dump is about ``mib`` MiB stored, several parts."""
+def _fill(cluster, dbname: str, mib: int, *, reuse: bool = False) -> None:
+    """Incompressible rows: the dump is about ``mib`` MiB stored, several parts. ``reuse``: keep the
+    database a previous case on this (session-wide) cluster filled the same way, only read since."""
+    rows = mib * 1024 * 1024 // 1000
+    if reuse and cluster.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{dbname}'") == "1":
+        if cluster.psql("SELECT count(*) FROM blobs", dbname=dbname, check=False) == str(rows):
+            return
     cluster.psql(f"DROP DATABASE IF EXISTS {dbname}")
     cluster.psql(f"CREATE DATABASE {dbname}")
-    rows = mib * 1024 * 1024 // 1000
     cluster.psql("CREATE TABLE blobs AS SELECT g AS id, (SELECT string_agg(md5(random()::text || i), '') "
                  "FROM generate_series(1, 31) i WHERE g > 0) AS data "
                  f"FROM generate_series(1, {rows}) g", dbname=dbname)
@@ -68,7 +72,7 @@ def _ridden_out(result, seconds):
 @pytest.mark.parametrize("seconds", [4, 4, 4, 30], ids=["4s-a", "4s-b", "4s-c", "30s"])
 def test_an_outage_in_the_middle_of_a_logical_backup_is_ridden_out(pg15, s3_server, forwarder, workdir,
                                                                    write_config, run_agent, seconds):
-    _fill(pg15, "outlog", mib=24)
+    _fill(pg15, "outlog", mib=24, reuse=True)     # the same data for every case: filled once per cluster
     cfg = _config(write_config, workdir, "outlog", pg15, s3_server, forwarder)
     _outage_in_part_2(forwarder, seconds)
     result = run_agent(cfg, "backup", "--tier", "daily", "--database", "outlog", check=False, timeout=300)

@@ -34,8 +34,11 @@ def _connected_to(pid: int, port: int) -> bool:
 def test_s3_down_under_write_load_keeps_the_wal_and_the_backlog_drains(make_cluster, s3_server, workdir,
                                                                        write_config, run_agent):
     cluster = make_cluster("15", archive_mode="on", archive_command="", wal_level="replica")
+    # No outage tolerance: each push fails within seconds (riding outages out is test_s3_outage.py's
+    # subject), so the archiver's failures and its backlog come without waiting out a 15 s window each.
     cfg = write_config(workdir, "outage", cluster=cluster, s3=s3_server,
-                       s3_overrides={"max_attempts": 1, "read_timeout": 2, "connect_timeout": 2})
+                       s3_overrides={"max_attempts": 1, "read_timeout": 2, "connect_timeout": 2,
+                                     "wal_push_outage_tolerance_seconds": 0})
     enable_archiving(cluster, cfg)
     first = switch_segments(cluster, 1)[0]
     wait_archived(cluster, first)
