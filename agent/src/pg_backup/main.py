@@ -11,6 +11,10 @@ import sys
 from typing import Any, List, Optional
 
 
+#: errors.EXIT_INTERRUPTED (kept literal: this module imports nothing of the agent before it must).
+INTERRUPTED = 130
+
+
 def _exit_on_signal(signum: int, _frame: Any) -> None:
     os._exit(5)
 
@@ -33,4 +37,12 @@ def console_main(argv: Optional[List[str]] = None) -> int:
             signal.signal(sig, handler)
     from .cli import main
 
-    return main(argv)
+    code = main(argv)
+    if code == INTERRUPTED:
+        # Interrupted: the run has cleaned up and said so, nothing was committed. Interpreter shutdown
+        # would now garbage-collect the abandoned zstd compressor, which waits for its worker jobs: at
+        # level 19 up to a minute, and systemd kills a unit that takes 90 s to stop. Leave at once.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

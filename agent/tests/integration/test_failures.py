@@ -137,6 +137,21 @@ def test_kill_9_mid_backup_then_prune_cleans_the_leftovers(pg15, workdir, write_
     run_agent(cfg, "backup", "--tier", "daily", "--database", "postgres")
 
 
+def test_sigterm_mid_stream_at_level_19_ends_the_run_in_seconds(pg15, workdir, write_config, run_agent):
+    """systemd stops a unit with SIGTERM and kills it 90 s later: an interrupted backup must end at once,
+    not after its abandoned level-19 zstd jobs (interpreter shutdown used to wait ~40 s for them)."""
+    _big_database(pg15, "sigterm", mib=24)
+    cfg = write_config(workdir, "sigterm", cluster=pg15, compression={"level": 19})
+    first = run_agent(cfg, "backup", "--tier", "daily", "--database", "sigterm", background=True)
+    time.sleep(3)  # well inside the dump: it needs tens of seconds at level 19
+    t0 = time.monotonic()
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=120) == 130, first.stderr_text()
+    assert time.monotonic() - t0 < 5
+    assert "nothing was committed" in first.stderr_text()
+    assert run_agent(cfg, "list").data["backups"] == []
+
+
 def test_concurrent_runs_second_exits_at_once_with_code_3(pg15, workdir, write_config, run_agent):
     import psycopg
 
