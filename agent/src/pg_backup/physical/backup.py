@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import io
 import socket
-from typing import Any, Dict, List, Optional, Tuple
+import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, BinaryIO, Dict, List, Optional, Tuple
 
 from .. import __version__
 from ..config import TIERS
@@ -53,6 +55,31 @@ def _after_stop(ctx: Context) -> Tuple[str, int]:
     with ctx.pg.connect() as conn:
         row = conn.execute("SELECT clock_timestamp(), pg_snapshot_xmax(pg_current_snapshot())::text").fetchone()
     return iso(row[0]), int(row[1])
+
+
+SPOOL_IN_MEMORY = 64 << 20      # a larger backup_manifest (millions of files) spills to the state directory
+
+
+def spool_archive(source: Any, state_dir: str) -> BinaryIO:
+    """Read one (small) archive of the stream to its end into a private spool, rewound."""
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, dir=state_dir)  # noqa: SIM115 - caller closes
+    while True:
+        block = source.read(1 << 20)
+        if not block:
+            break
+        spool.write(block)
+    spool.seek(0)
+    return spool  # type: ignore[return-value]
+
+
+def _store_small(ctx: Context, backup_id: str, name: str, role: str, source: BinaryIO, options: Any) -> StoredObject:
+    """One small object through the pipeline, in a worker thread."""
+    compression = ctx.settings.compression
+    with source:
+        res = store_stream(source, ctx.storage, ctx.repo.object_key(backup_id, name), ctx.gpg,
+                           what=f"{backup_id}/{name}", level=compression.level, threads=compression.threads,
+                           options=options)
+    return StoredObject(name, role, res.size, res.sha256, res.raw_size, version_id=res.version_id)
 
 
 def check_max_rate(value: int) -> int:
@@ -115,19 +142,31 @@ def run_physical_backup(ctx: Context, tier: str, mode: str = "never") -> Manifes
         raise UsageError(f"unknown tier {tier!r}; use daily, weekly or monthly")
     max_rate = check_max_rate(settings.physical.max_rate_kib)
     progress = ctx.progress
-    warm_up_sql_driver()
-    fingerprint = ctx.gpg.encryption_fingerprint()
-    ctx.storage.check()
-    info = ctx.pg.server_info()
-    if info.major < MIN_SERVER_MAJOR:
-        raise UsageError(f"physical backups need PostgreSQL {MIN_SERVER_MAJOR} or newer; the server at "
-                         f"{settings.postgres.host}:{settings.postgres.port} runs {info.version}",
-                         hint="use logical backups (backup --tier ...) for this server")
-    if info.in_recovery:
-        raise RefusedError(f"the server at {settings.postgres.host}:{settings.postgres.port} is a standby; physical "
-                           f"backups are taken on the primary", hint="run it there, or pass --skip-if-standby")
-    facts = _server_facts(ctx)
-    check_archiving_configured(facts)
+    # The key's fingerprint (scrypt of the passphrase, or gpg reading the public key: 0.1-0.3 s) is
+    # computed beside the driver import and the server checks, which touch neither gpg nor its home.
+    gpg = ctx.gpg
+    with ThreadPoolExecutor(1, thread_name_prefix="pgb-fingerprint") as pool:
+        pending = pool.submit(gpg.encryption_fingerprint)
+        try:
+            warm_up_sql_driver()
+            ctx.storage.check()
+            info = ctx.pg.server_info()
+            if info.major < MIN_SERVER_MAJOR:
+                raise UsageError(f"physical backups need PostgreSQL {MIN_SERVER_MAJOR} or newer; the server at "
+                                 f"{settings.postgres.host}:{settings.postgres.port} runs {info.version}",
+                                 hint="use logical backups (backup --tier ...) for this server")
+            if info.in_recovery:
+                raise RefusedError(f"the server at {settings.postgres.host}:{settings.postgres.port} is a standby; "
+                                   f"physical backups are taken on the primary",
+                                   hint="run it there, or pass --skip-if-standby")
+            facts = _server_facts(ctx)
+            check_archiving_configured(facts)
+        except BaseException:
+            key_error = pending.exception()      # a key problem is reported first, as before
+            if key_error is not None:
+                raise key_error from None
+            raise
+        fingerprint = pending.result()
     decision = decide(ctx, mode, info.major, info.version, info.system_identifier,
                       ctx.repo.manifests() if mode != "never" else [])
     archive = ctx.wal_archive
@@ -145,9 +184,11 @@ def run_physical_backup(ctx: Context, tier: str, mode: str = "never") -> Manifes
     options = ctx.put_options(tier, "physical")
     level, threads = settings.compression.level, settings.compression.threads
     objects: List[StoredObject] = []
+    pending: List["Future[StoredObject]"] = []
     tablespaces: List[Dict[str, Any]] = []
     server_started = facts["now"]
     copy = ManifestCopy(ctx, backup_id, keep_copy=info.major >= MIN_INCREMENTAL_MAJOR)
+    small = ThreadPoolExecutor(2, thread_name_prefix="pgb-small-object")
     try:
         stream, start_lsn, timeline, heads, decision = _start(ctx, backup_id, decision, max_rate)
         try:
@@ -161,9 +202,14 @@ def run_physical_backup(ctx: Context, tier: str, mode: str = "never") -> Manifes
                 name, role, oid = object_for(head[0])
                 progress.stage(f"storing {name}" + (f" (tablespace {facts['tablespaces'].get(oid, oid)} at "
                                                     f"{locations.get(oid)})" if oid is not None else ""))
-                progress.expect(stream.sizes.get(oid) if role != "backup_manifest" else None, "server's estimate")
-                source: Any = copy.reader(stream) if role == "backup_manifest" else stream
-                result = store_stream(source, ctx.storage, ctx.repo.object_key(backup_id, name), ctx.gpg,
+                if role == "backup_manifest":
+                    # The last archive, small: spooled, then stored beside pg_backup_stop, the stop-segment
+                    # wait and the configuration files (joined before the commit).
+                    spool = spool_archive(copy.reader(stream), settings.paths.state_dir)
+                    pending.append(small.submit(_store_small, ctx, backup_id, name, role, spool, options))
+                    continue
+                progress.expect(stream.sizes.get(oid), "server's estimate")
+                result = store_stream(stream, ctx.storage, ctx.repo.object_key(backup_id, name), ctx.gpg,
                                       what=f"{backup_id}/{name}", level=level, threads=threads, options=options,
                                       progress=progress.bytes)
                 objects.append(StoredObject(name, role, result.size, result.sha256, result.raw_size,
@@ -176,12 +222,13 @@ def run_physical_backup(ctx: Context, tier: str, mode: str = "never") -> Manifes
             stream.close()
         manifest = _finish(ctx, backup_id, tier, started, info, fingerprint, facts, decision, objects, tablespaces,
                            databases, start_lsn, timeline, stop_lsn, stop_timeline, heads, copy, options, archive,
-                           server_started)
+                           server_started, small, pending)
         kept = copy.keep()
         if kept:
             progress.stage(f"kept the backup_manifest of {backup_id} for the next incremental backup ({kept})")
         return manifest
     finally:
+        small.shutdown(wait=True)
         copy.discard()
         decision.cleanup()
 
@@ -190,11 +237,11 @@ def _finish(ctx: Context, backup_id: str, tier: str, started: Any, info: Any, fi
             facts: Dict[str, Any], decision: Decision, objects: List[StoredObject], tablespaces: List[Dict[str, Any]],
             databases: Any, start_lsn: int, timeline: int, stop_lsn: int, stop_timeline: int,
             heads: List[TablespaceHeader], copy: ManifestCopy, options: Any, archive: Any,
-            server_started: Any) -> Manifest:
-    """After the stream: the configuration files, the WAL wait and the manifest (the commit)."""
+            server_started: Any, small: ThreadPoolExecutor, pending: List["Future[StoredObject]"]) -> Manifest:
+    """After the stream: the configuration files, the WAL wait and the manifest (the commit). The small
+    objects (``pending``) are stored meanwhile; the commit waits for every one of them."""
     settings, progress = ctx.settings, ctx.progress
-    level, threads = settings.compression.level, settings.compression.threads
-    roles = [o.role for o in objects]
+    roles = [o.role for o in objects] + ["backup_manifest"] * len(pending)
     if roles.count("base") != 1 or roles.count("backup_manifest") != 1 or len(tablespaces) != len(heads):
         raise PostgresError(f"base backup of {backup_id} is incomplete: the server sent {', '.join(roles) or 'nothing'}"
                             f" for {len(heads)} extra tablespace(s)")
@@ -210,14 +257,13 @@ def _finish(ctx: Context, backup_id: str, tier: str, started: Any, info: Any, fi
     if config_tar is not None:
         progress.stage(f"storing {CONFIG_OBJECT} ({', '.join(sorted(config_files))}: they live outside the data "
                        f"directory)")
-        res = store_stream(io.BytesIO(config_tar), ctx.storage, ctx.repo.object_key(backup_id, CONFIG_OBJECT),
-                           ctx.gpg, what=f"{backup_id}/{CONFIG_OBJECT}", level=level, threads=threads, options=options)
-        objects.append(StoredObject(CONFIG_OBJECT, "config", res.size, res.sha256, res.raw_size,
-                                    version_id=res.version_id))
+        pending.append(small.submit(_store_small, ctx, backup_id, CONFIG_OBJECT, "config", io.BytesIO(config_tar),
+                                    options))
     stop_time, next_xid = _after_stop(ctx)
     segment_size = facts["segment_size"]
     start_wal, stop_wal = wal_range(start_lsn, timeline, stop_lsn, stop_timeline, segment_size)
     wait_for_wal(ctx, archive, stop_wal, settings.physical.wal_wait_seconds, since=server_started)
+    objects.extend(job.result() for job in pending)     # every object stored before the manifest
     extra: Dict[str, Any] = {SHA_KEY: copy.sha256}
     if config_files:
         extra["config_files"] = config_files
@@ -228,7 +274,7 @@ def _finish(ctx: Context, backup_id: str, tier: str, started: Any, info: Any, fi
         agent_version=__version__, server_version=info.version, server_version_num=info.version_num,
         system_identifier=info.system_identifier, started_at=iso(started), finished_at=iso(ctx.clock()),
         encryption=EncryptionInfo("openpgp", settings.encryption.mode, CIPHER, fingerprint),
-        compression={"algorithm": "zstd", "level": level}, objects=objects,
+        compression={"algorithm": "zstd", "level": settings.compression.level}, objects=objects,
         databases=[DatabaseInfo(d.name, BASE_OBJECT, d.encoding, d.collate, d.ctype, d.owner, d.size_bytes)
                    for d in databases],
         timeline=timeline, start_lsn=format_lsn(start_lsn), stop_lsn=format_lsn(stop_lsn), start_wal=start_wal,

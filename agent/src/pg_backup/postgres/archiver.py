@@ -8,7 +8,7 @@ PostgreSQL, not the archive or the storage behind it. Callers word their own err
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 _ARCHIVER_COLUMNS = ("archive_mode", "archive_command", "archive_library", "archived_count", "failed_count",
                      "last_archived_wal", "last_archived_time", "last_failed_wal", "last_failed_time", "stats_reset",
@@ -50,11 +50,26 @@ def switch_wal(conn) -> str:  # type: ignore[no-untyped-def]
     return conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
 
 
+FIRST_POLL = 0.02      # seconds before the second check: a segment usually arrives within milliseconds
+
+
+def poll_delays(poll: float, first: float = FIRST_POLL) -> Iterator[float]:
+    """Adaptive backoff: ``first``, then doubling up to ``poll`` (a fixed ``poll`` cost every backup up
+    to ``poll`` seconds even when the segment was archived a few milliseconds after the first check)."""
+    delay = min(first, poll)
+    while True:
+        yield delay
+        delay = min(delay * 2, poll)
+
+
 def wait_archived(segment: str, is_archived: Callable[[str], bool], timeout: float, *, poll: float = 0.25,
-                  give_up: Optional[Callable[[], str]] = None) -> Tuple[bool, str]:
-    """Poll until ``is_archived(segment)`` or ``timeout`` seconds passed; ``give_up`` (checked after each
-    miss) may name a reason to stop waiting early. Returns (archived, the reason it stopped early or "")."""
+                  give_up: Optional[Callable[[], str]] = None,
+                  sleep: Callable[[float], None] = time.sleep) -> Tuple[bool, str]:
+    """Check until ``is_archived(segment)`` or ``timeout`` seconds passed, with :func:`poll_delays`
+    between checks (at most ``poll`` apart); ``give_up`` (checked after each miss) may name a reason to
+    stop waiting early. Returns (archived, the reason it stopped early or "")."""
     deadline = time.monotonic() + timeout
+    delays = poll_delays(poll)
     while True:
         if is_archived(segment):
             return True, ""
@@ -62,9 +77,10 @@ def wait_archived(segment: str, is_archived: Callable[[str], bool], timeout: flo
             reason = give_up()
             if reason:
                 return False, reason
-        if time.monotonic() >= deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             return False, ""
-        time.sleep(poll)
+        sleep(min(next(delays), left))
 
 
 def switch_and_wait(conn, is_archived: Callable[[str], bool], timeout: float, *,  # type: ignore[no-untyped-def]
