@@ -13,6 +13,7 @@ from .postgres.client import Postgres
 from .progress import Progress
 from .repository import Repository
 from .signing import Signatures
+from .signing_cache import CACHE_NAME, VerdictCache
 from .storage import Storage, open_storage
 from .storage.base import PutOptions
 from .wal.archive import WalArchive
@@ -64,6 +65,7 @@ class Context:
     def gpg(self) -> GnuPG:
         if self._gpg is None:
             self._gpg = GnuPG(self.settings.encryption, self.settings.signing)
+            self._gpg.signatures.verdict_cache = VerdictCache(os.path.join(self.settings.paths.state_dir, CACHE_NAME))
         return self._gpg
 
     @property

@@ -175,14 +175,16 @@ class Repository:
         result = []
         for backup_id, objects in sorted(self._backup_objects().items()):
             if any(o.key.endswith("/" + MANIFEST_NAME) for o in objects):
+                signed = any(o.key.endswith("/" + MANIFEST_NAME + SIGNATURE_SUFFIX) for o in objects)
                 try:
-                    result.append(self.load_manifest(backup_id))
+                    result.append(self.load_manifest(backup_id, signed=signed))
                 except SignatureError as exc:   # forged or unsigned: never a candidate, never a listing's end
                     self.refused[backup_id] = str(exc)
         result.sort(key=lambda m: (m.started_at, m.backup_id))
         return result
 
-    def load_manifest(self, backup_id: str) -> Manifest:
+    def load_manifest(self, backup_id: str, signed: bool = True) -> Manifest:
+        """``signed`` False: the caller's listing shows no ``.sig`` beside it, so none is fetched."""
         if "/" in backup_id or not backup_id:
             raise NotFoundError(f"{backup_id!r} is not a backup id", hint="see 'pg-backup list'")
         key = self.manifest_key(backup_id)
@@ -193,8 +195,10 @@ class Repository:
                                 hint="see 'pg-backup list' for the backups there are") from None
         signatures = self._signatures()
         if signatures is not None:
+            signature: Optional[bytes] = None
             try:
-                signature: Optional[bytes] = self.storage.get_bytes(self.manifest_signature_key(backup_id))
+                if signed:
+                    signature = self.storage.get_bytes(self.manifest_signature_key(backup_id))
             except NotFoundError:
                 signature = None
             signatures.verify_detached(data, signature, f"manifest {key}")
@@ -262,10 +266,18 @@ class Repository:
         signatures = self._signatures()
         return bool(signatures is not None and signatures.own_fingerprint())
 
-    def put_signed(self, key: str, data: bytes, options: PutOptions) -> None:
+    def put_signed(self, key: str, data: bytes, options: PutOptions, *, signature_first: bool = True) -> None:
         """Store a plain-JSON record create-only, after its detached signature ``<key>.sig`` (also
         create-only: a record is never without its signature). Unsigned without a signing key.
-        FileExistsError when either exists."""
+        FileExistsError when either exists.
+
+        ``signature_first=False`` (archive.json): the record first, then its signature. A crash between
+        the two then leaves an unsigned record the next writer adopts (signs), where the other order
+        would leave a signature that blocks the record's key for ever (nothing may be overwritten)."""
+        if not signature_first:
+            self.storage.put_bytes(key, data, options, overwrite=False)
+            self.sign_existing(key, data, options)
+            return
         self.sign_existing(key, data, options)
         self.storage.put_bytes(key, data, options, overwrite=False)
 

@@ -27,6 +27,7 @@ from typing import List, Optional, Set
 
 from .config_signing import SigningSettings
 from .errors import EncryptionKeyError, IntegrityError
+from .signing_cache import VerdictCache, verdict_key
 
 SIGNATURE_SUFFIX = ".sig"
 
@@ -51,6 +52,8 @@ class Signatures:
         self._own: Optional[str] = None
         self._own_loaded = False
         self._trusted: Optional[Set[str]] = None
+        #: Optional :class:`~pg_backup.signing_cache.VerdictCache` of positive detached-signature verdicts.
+        self.verdict_cache: Optional[VerdictCache] = None
 
     @property
     def configured(self) -> bool:
@@ -176,13 +179,22 @@ class Signatures:
             return self._verdict([], what)
         if not self.configured:
             return None
-        self.trusted()
+        trusted = self.trusted()
+        cache, cache_key = self.verdict_cache, None
+        if cache is not None:
+            cache_key = verdict_key(data, signature, trusted)
+            cached = cache.get(cache_key)
+            if cached is not None and cached in trusted:
+                return cached
         with self._scratch(data) as data_path, self._scratch(signature) as sig_path:
             res = self.home.run("--status-fd", "1", "--verify", sig_path, data_path)
         sigs = _parse_status(res.stdout.decode(errors="replace").splitlines())
         if not sigs:
             raise IntegrityError(f"{what}: its signature file is not an OpenPGP signature ({last_line(res.stderr)})")
-        return self._verdict(sigs, what)
+        signer = self._verdict(sigs, what)
+        if cache is not None and cache_key is not None and signer is not None:
+            cache.put(cache_key, signer)
+        return signer
 
     def _scratch(self, data: bytes) -> "_ScratchFile":
         return _ScratchFile(self.home.home, data)

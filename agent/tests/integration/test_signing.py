@@ -149,6 +149,15 @@ def test_signed_logical_backup_round_trip_and_refusals(env):
     _refused(env.run(env.other_reader, "verify", good, check=False, json=False), env.a.fingerprint, "not trusted")
     _refused(env.run(env.other_trusting_a, "verify", good, check=False, json=False), "cluster 'main'", "not 'other'")
 
+    # The verdict cache (state_dir, 0600) holds the accepted manifests only; a manifest changed after it was
+    # cached is judged by gpg again and refused (the key is a hash of the bytes).
+    cache = Path(env.work) / "state" / "signature-verdicts.json"
+    assert oct(cache.stat().st_mode & 0o777) == "0o600"
+    assert set(json.loads(cache.read_text())["verdicts"].values()) == {env.a.fingerprint}
+    manifest = repo / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes().replace(b'"app"', b'"app" ', 1))
+    assert good in env.run(env.reader, "list").data["refused"]
+
 
 def test_forged_wal_segment_stops_recovery(env):
     """A genuine physical backup; one WAL segment after it replaced by a copy signed with a foreign key:

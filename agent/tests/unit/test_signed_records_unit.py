@@ -95,6 +95,21 @@ def test_an_unsigned_archive_identity_is_adopted_by_the_signing_host_and_refused
     assert WalArchive(repos["reader"]).segment_size() == 16 << 20    # the migration made it trusted
 
 
+def test_an_identity_interrupted_before_its_signature_is_adopted_not_blocked(repos, monkeypatch):
+    """archive.json is stored before its signature: a crash between leaves an identity the signing host
+    adopts on its next push (the other order would leave a .sig that blocks the key for ever)."""
+    main = repos["main"]
+    monkeypatch.setattr(main, "sign_existing", lambda *a, **k: (_ for _ in ()).throw(OSError("crash")))
+    with pytest.raises(OSError):
+        main.put_signed(main.wal_identity_key, b'{"system_identifier": "7"}\n', JSON, signature_first=False)
+    monkeypatch.undo()
+    assert main.storage.exists(main.wal_identity_key) and not main.storage.exists(main.wal_identity_key + ".sig")
+    archive = WalArchive(main)
+    assert archive.identity()["system_identifier"] == "7" and archive.unsigned
+    assert archive.adopt_identity()
+    assert WalArchive(repos["reader"]).identity()["system_identifier"] == "7"
+
+
 def test_a_forged_archive_identity_is_refused_even_by_the_signing_host(repos):
     repos["forger"].put_signed(repos["forger"].wal_identity_key, b'{"system_identifier": "9"}\n', JSON)
     for who in ("main", "reader"):

@@ -141,7 +141,8 @@ class Pusher:
         try:
             self.ctx.repo.put_signed(self.archive.identity_key, (json.dumps(doc, indent=1) + "\n").encode(),
                                      PutOptions(content_type="application/json",
-                                                tags={"kind": "wal", "cluster": self.ctx.cluster}))
+                                                tags={"kind": "wal", "cluster": self.ctx.cluster}),
+                                     signature_first=False)  # a crash between leaves it adoptable
             return doc
         except FileExistsError:
             ident = self.archive.identity(fresh=True)
