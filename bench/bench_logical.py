@@ -34,7 +34,7 @@ from typing import Callable, Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (REPO_ROOT, agent_setup, tear_down, Measurement, MotoServer, TempCluster, check_ok, find_moto_server,  # noqa: E402
+from common import (REPO_ROOT, agent_setup, signing_section, tear_down, Measurement, MotoServer, TempCluster, check_ok, find_moto_server,  # noqa: E402
                     kb_to_mb, log, make_pg_dir, markdown_table, mb, measure, parse_json_stdout, pg_bin_dir,
                     pg_env, require_root, run_as_pg, signals_raise, write_pg_file)
 
@@ -180,7 +180,8 @@ class Bench:
         secrets, passphrase = setup.secrets, setup.passphrase
         self.files = make_pg_dir(os.path.join(work, "files"))
         base = {"cluster": "bench", "postgres": {"host": "127.0.0.1", "port": cluster.port, "user": "postgres"},
-                "encryption": {"mode": "passphrase", "passphrase_file": passphrase}}
+                "encryption": {"mode": "passphrase", "passphrase_file": passphrase},
+                **signing_section(setup, args.signing)}
         self.cfg_local = write_pg_file(os.path.join(secrets, "local.yml"), json.dumps({
             **base, "repository": {"type": "local", "path": make_pg_dir(os.path.join(work, "repo"))},
             "paths": {"state_dir": make_pg_dir(os.path.join(work, "state-local"))}}, indent=1))
@@ -431,6 +432,8 @@ def report(results: List[DbResult], args: argparse.Namespace, started: dt.dateti
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scale", type=int, default=50, help="pgbench scale of both databases (default 50)")
+    p.add_argument("--no-signing", dest="signing", action="store_false",
+                   help="no signing key (default: sign with one made by 'keys create --purpose signing')")
     p.add_argument("--quick", action="store_true", help="smoke run: scale 5")
     p.add_argument("--repeat", type=int, default=1, help="runs per measured step; the median wall time is kept")
     p.add_argument("--output", help="also write the Markdown report to this file")

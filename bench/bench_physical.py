@@ -37,7 +37,7 @@ from typing import Dict, List, Optional, Tuple
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_logical import ACCOUNTS_PER_SCALE, agent_command, cpu_model, filler_sql  # noqa: E402
-from common import (emit, Measurement, agent_setup, tear_down, TempCluster, check_ok, kb_to_mb, log, make_pg_dir, markdown_table,  # noqa: E402
+from common import (emit, Measurement, agent_setup, signing_section, tear_down, TempCluster, check_ok, kb_to_mb, log, make_pg_dir, markdown_table,  # noqa: E402
                     measure, parse_json_stdout, pg_bin_dir, require_root, run_as_pg, signals_raise,
                     write_pg_file)
 
@@ -120,7 +120,7 @@ class Bench:
             "encryption": {"mode": "passphrase", "passphrase_file": passphrase},
             "repository": {"type": "local", "path": make_pg_dir(os.path.join(work, "repo"))},
             "paths": {"state_dir": make_pg_dir(os.path.join(work, "state"))},
-            "physical": {"checkpoint": "fast"}}, indent=1))
+            "physical": {"checkpoint": "fast"}, **signing_section(setup, args.signing)}, indent=1))
         self.pgbr, self.pgbr_repo = pgbackrest_setup(work, cluster)
 
     # -- setup --------------------------------------------------------------------------------------
@@ -393,6 +393,8 @@ def recovery_report(runs: Dict[str, List[Row]], wal_bytes: Optional[int]) -> str
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", type=int, default=50)
+    p.add_argument("--no-signing", dest="signing", action="store_false",
+                   help="no signing key (default: sign with one made by 'keys create --purpose signing')")
     p.add_argument("--quick", action="store_true", help="scale 5, pgbench 5 s, one run each (a smoke run)")
     p.add_argument("--repeat", type=int, default=1, help="runs per backup method (the median is reported)")
     p.add_argument("--pgbench-seconds", type=int, default=30)

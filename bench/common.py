@@ -477,6 +477,19 @@ def agent_setup(agent_command_fn, explicit_agent: Optional[str], work: str, port
     return AgentSetup(home, agent, env, secrets, passphrase)
 
 
+def signing_section(setup: AgentSetup, enabled: bool) -> Dict[str, Dict[str, str]]:
+    """The production default: a cluster signing key made by 'pg-backup keys create --purpose signing'
+    (secret 0600, owned by postgres) every object and manifest is signed with and checked against; ``{}``
+    (no ``signing`` section) when ``enabled`` is false (``--no-signing``)."""
+    if not enabled:
+        return {}
+    sec = os.path.join(setup.secrets, "bench.sign.sec")
+    run_as_pg([*setup.agent, "keys", "create", "--purpose", "signing", "--name", "bench signing",
+               "--secret-out", sec, "--public-out", os.path.join(setup.secrets, "bench.sign.pub")], env=setup.env)
+    os.chmod(sec, 0o600)
+    return {"signing": {"secret_key_file": sec, "require": True}}
+
+
 def tear_down(cluster: Optional["TempCluster"], work: str, keep: bool, moto: Optional["MotoServer"] = None) -> None:
     """Stop what a benchmark started and remove its work directory (unless kept)."""
     if moto is not None:
