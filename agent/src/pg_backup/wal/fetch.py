@@ -168,7 +168,14 @@ def prefetch_for_recovery(ctx: Any, first_segment: Optional[str], config_path: O
     decrypted (or in flight) in the spool instead of each decrypting one while the server waits. A
     fresh process (``python -m pg_backup.wal _prefetch CONFIG``), never a fork: the caller may hold
     locks a fork would keep. Without ``config_path`` the settings are written for it into the spool
-    (0600, no secrets: only paths to them)."""
+    (0600, no secrets: only paths to them).
+
+    With ``config_path`` (restore_command's configuration) the fast path's settings for it are written
+    too, so PostgreSQL's very first calls (the next timeline's history file, which does not exist, then
+    the first segments) are answered without loading the agent: each full-path answer costs a Python
+    start-up of the whole CLI (~0.3 s) while recovery waits."""
+    if config_path is not None:
+        write_fast_settings(config_path, ctx.repo, Spool.for_settings(ctx.settings))
     if ctx.settings.wal.fetch_prefetch <= 0 or not first_segment:
         return False
     try:
