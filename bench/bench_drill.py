@@ -32,7 +32,7 @@ from typing import Dict, List, Optional
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_logical import ACCOUNTS_PER_SCALE, agent_command, cpu_model, make_databases  # noqa: E402
-from common import (Measurement, agent_setup, tear_down, TempCluster, check_ok, free_port, log, make_pg_dir, markdown_table,  # noqa: E402
+from common import (Measurement, agent_setup, encryption_section, tear_down, TempCluster, check_ok, free_port, log, make_pg_dir, markdown_table,  # noqa: E402
                     measure, parse_json_stdout, pg_bin_dir, pg_env, require_root, run_as_pg, signals_raise,
                     write_pg_file)
 
@@ -69,7 +69,7 @@ class DrillBench:
         self.scratch = make_pg_dir(os.path.join(work, "s"))  # short: the scratch server's socket lives here
         self.cfg = write_pg_file(os.path.join(secrets, "agent.yml"), json.dumps({
             "cluster": "bench", "postgres": {"host": "127.0.0.1", "port": cluster.port, "user": "postgres"},
-            "encryption": {"mode": "passphrase", "passphrase_file": passphrase},
+            **encryption_section(setup),
             "repository": {"type": "local", "path": make_pg_dir(os.path.join(work, "repo"))},
             "physical": {"checkpoint": "fast"}, "wal": {"archive_timeout_seconds": 60},
             "verify": {"checks": self.checks, "scratch_dir": self.scratch},

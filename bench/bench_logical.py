@@ -34,7 +34,7 @@ from typing import Callable, Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (REPO_ROOT, agent_setup, signing_section, tear_down, Measurement, MotoServer, TempCluster, check_ok, find_moto_server,  # noqa: E402
+from common import (REPO_ROOT, agent_setup, encryption_section, signing_section, tear_down, Measurement, MotoServer, TempCluster, check_ok, find_moto_server,  # noqa: E402
                     kb_to_mb, log, make_pg_dir, markdown_table, mb, measure, parse_json_stdout, pg_bin_dir,
                     pg_env, require_root, run_as_pg, signals_raise, write_pg_file)
 
@@ -180,7 +180,7 @@ class Bench:
         secrets, passphrase = setup.secrets, setup.passphrase
         self.files = make_pg_dir(os.path.join(work, "files"))
         base = {"cluster": "bench", "postgres": {"host": "127.0.0.1", "port": cluster.port, "user": "postgres"},
-                "encryption": {"mode": "passphrase", "passphrase_file": passphrase},
+                **encryption_section(setup),
                 **signing_section(setup, args.signing)}
         self.cfg_local = write_pg_file(os.path.join(secrets, "local.yml"), json.dumps({
             **base, "repository": {"type": "local", "path": make_pg_dir(os.path.join(work, "repo"))},

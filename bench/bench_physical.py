@@ -37,7 +37,7 @@ from typing import Dict, List, Optional, Tuple
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_logical import ACCOUNTS_PER_SCALE, agent_command, cpu_model, filler_sql  # noqa: E402
-from common import (emit, Measurement, agent_setup, signing_section, tear_down, TempCluster, check_ok, kb_to_mb, log, make_pg_dir, markdown_table,  # noqa: E402
+from common import (emit, Measurement, agent_setup, encryption_section, signing_section, tear_down, TempCluster, check_ok, kb_to_mb, log, make_pg_dir, markdown_table,  # noqa: E402
                     measure, parse_json_stdout, pg_bin_dir, require_root, run_as_pg, signals_raise,
                     write_pg_file)
 
@@ -117,7 +117,7 @@ class Bench:
         self.cfg = write_pg_file(os.path.join(secrets, "agent.yml"), json.dumps({
             "cluster": "bench", "postgres": {"host": "127.0.0.1", "port": cluster.port, "user": "postgres",
                                              "bin_dir": cluster.bin_dir},
-            "encryption": {"mode": "passphrase", "passphrase_file": passphrase},
+            **encryption_section(setup),
             "repository": {"type": "local", "path": make_pg_dir(os.path.join(work, "repo"))},
             "paths": {"state_dir": make_pg_dir(os.path.join(work, "state"))},
             "physical": {"checkpoint": "fast"}, **signing_section(setup, args.signing)}, indent=1))
