@@ -146,7 +146,7 @@ def run_physical_backup(ctx: Context, tier: str, mode: str = "never") -> Manifes
     # computed beside the driver import and the server checks, which touch neither gpg nor its home.
     gpg = ctx.gpg
     with ThreadPoolExecutor(1, thread_name_prefix="pgb-fingerprint") as pool:
-        pending = pool.submit(gpg.encryption_fingerprint)
+        fingerprint_job = pool.submit(gpg.encryption_fingerprint)
         try:
             warm_up_sql_driver()
             ctx.storage.check()
@@ -162,11 +162,11 @@ def run_physical_backup(ctx: Context, tier: str, mode: str = "never") -> Manifes
             facts = _server_facts(ctx)
             check_archiving_configured(facts)
         except BaseException:
-            key_error = pending.exception()      # a key problem is reported first, as before
+            key_error = fingerprint_job.exception()      # a key problem is reported first, as before
             if key_error is not None:
                 raise key_error from None
             raise
-        fingerprint = pending.result()
+        fingerprint = fingerprint_job.result()
     decision = decide(ctx, mode, info.major, info.version, info.system_identifier,
                       ctx.repo.manifests() if mode != "never" else [])
     archive = ctx.wal_archive
