@@ -309,11 +309,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             traceback.print_exc()
         error = PgBackupError(f"internal error: {exc.__class__.__name__}: {exc} (run with --debug for a traceback)")
         exit_code = EXIT_INTERNAL
-    finally:
+    except BaseException:
         if ctx is not None:
+            ctx.close()         # SystemExit and the like: no audit record, as before
+        raise
+    if ctx is not None:
+        try:
+            if audit is not None:   # before close: the signing key is still in GnuPG's home (no second import)
+                _write_audit(ctx, audit, result, exit_code, error)
+        finally:
             ctx.close()
-    if audit is not None and ctx is not None:
-        _write_audit(ctx, audit, result, exit_code, error)
     _emit(args, command, result, exit_code, error)
     return exit_code
 

@@ -19,6 +19,24 @@ def _exit_on_signal(signum: int, _frame: Any) -> None:
     os._exit(5)
 
 
+#: Commands that leave with ``os._exit`` once they succeeded (see console_main).
+LEAVE_AT_ONCE = frozenset({"backup"})
+
+
+def _command(argv: List[str]) -> str:
+    """The command word of ``argv``: the first word after the global options (of which only
+    ``--config``/``-c`` take a separate value)."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--config", "-c"):
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return ""
+
+
 def console_main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "wal-push" in argv or "wal-fetch" in argv:
@@ -38,10 +56,12 @@ def console_main(argv: Optional[List[str]] = None) -> int:
     from .cli import main
 
     code = main(argv)
-    if code == INTERRUPTED:
+    if code == INTERRUPTED or (code == 0 and _command(argv) in LEAVE_AT_ONCE):
         # Interrupted: the run has cleaned up and said so, nothing was committed. Interpreter shutdown
         # would now garbage-collect the abandoned zstd compressor, which waits for its worker jobs: at
         # level 19 up to a minute, and systemd kills a unit that takes 90 s to stop. Leave at once.
+        # A successful backup has closed and synced what it wrote and joined its threads: shutdown
+        # (module teardown) would only add 40-60 ms to a 0.5 s incremental backup.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

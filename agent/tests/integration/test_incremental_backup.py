@@ -342,3 +342,31 @@ def test_incremental_backup_of_a_tablespace(make_cluster, workdir, write_config,
     sizes = [{o["role"]: o["size"] for o in _manifest(workdir, "incr", b)["objects"]} for b in (full, inc)]
     assert _manifest(workdir, "incr", inc)["tablespaces"][0]["name"] == "fast"
     assert sizes[1]["tablespace"] * 5 < sizes[0]["tablespace"], sizes
+
+
+def test_backup_stores_its_own_wal_when_the_archiver_is_slow(make_cluster, workdir, write_config, run_agent):
+    """A backup's last WAL segment, still waiting for a slow archive_command, is stored by the backup
+    itself (the wal-push service, same spool lock and marker): the backup does not wait for the
+    archiver, and the archiver's own push of that segment later is acknowledged, with no conflict."""
+    from conftest import AGENT_BIN
+
+    cluster = incremental_cluster(make_cluster, "17")
+    # No resident uploader (it would store the segment ahead of archive_command), a short wait.
+    cfg = incremental_config(workdir, write_config, cluster, physical={"wal_wait_seconds": 1},
+                             wal={"uploader_idle_seconds": 0})
+    fill(cluster, 5_000)
+    full = run_agent(cfg, "backup", "--physical").data["backup"]
+    cluster.psql(f"ALTER SYSTEM SET archive_command = 'sleep 2 && {AGENT_BIN} --config {cfg} --quiet wal-push %p';"
+                 " SELECT pg_reload_conf()")
+    change(cluster, 1)
+    res = run_agent(cfg, "backup", "--physical", "--incremental")
+    inc = res.data["backup"]
+    stop = inc["stop_wal"]
+    assert inc["incremental"]["parent"] == full["backup_id"], res.describe()
+    assert f"WAL segment {stop} stored by this backup" in res.stderr, res.describe()
+    assert (workdir / "repo" / "incr" / "wal" / stop[:8] / f"{stop}.zst.gpg").exists()
+    # The archiver gets to the segment later: its push finds it stored and is acknowledged.
+    wait_until(lambda: cluster.psql(f"SELECT coalesce(last_archived_wal, '') >= '{stop}' FROM pg_stat_archiver")
+               == "t", 30, f"{stop} to be archived by PostgreSQL")
+    assert cluster.psql("SELECT failed_count FROM pg_stat_archiver") == "0"
+    assert not (workdir / "repo" / "incr" / "wal" / "conflicts").exists()

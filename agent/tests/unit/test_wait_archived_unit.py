@@ -47,3 +47,39 @@ def test_deadline_is_kept_and_checked_once_more_at_the_end():
     assert (ok, why) == (False, "")
     assert 0.3 <= waited < 1.0                      # last sleep is cut to the deadline, not a full poll
     assert len(checked) >= 4                        # 0, 0.02, 0.06, 0.14, (0.3): short checks first
+
+
+def test_backup_wal_names_cover_the_range_across_a_log_boundary():
+    from pg_backup.physical.archiving import backup_wal_names
+
+    seg = 16 << 20
+    assert backup_wal_names("0000000100000000000000FE", "000000010000000100000001", seg) == [
+        "0000000100000000000000FE", "0000000100000000000000FF", "000000010000000100000000", "000000010000000100000001"]
+    assert backup_wal_names("000000010000000000000004", "000000010000000000000004", seg) == [
+        "000000010000000000000004"]
+    # A timeline switch during the backup: only the stop segment is known to be on the stop timeline.
+    assert backup_wal_names("000000010000000000000004", "000000020000000000000005", seg) == [
+        "000000020000000000000005"]
+
+
+def test_own_pg_wal_only_for_this_users_data_directory_of_that_cluster_archiving_with_wal_push(tmp_path):
+    import os
+    import struct
+
+    from pg_backup.physical.archiving import own_pg_wal
+
+    pg_wal = tmp_path / "pg_wal"
+    pg_wal.mkdir()
+    name, sysid, seg = "000000010000000000000004", 7000000000000000001, 16 << 20
+    # A long page header: magic, info (XLP_LONG_HEADER), tli, pageaddr, rem_len, pad, sysid, seg size, blcksz.
+    (pg_wal / name).write_bytes(struct.pack("<HHIQI4xQII", 0xD116, 2, 1, 0, 0, sysid, seg, 8192))
+    cmd = "pg-backup --config /etc/pg-backup.yml wal-push %p"
+    assert own_pg_wal(str(tmp_path), name, sysid, seg, cmd) == str(pg_wal)
+    assert own_pg_wal(str(tmp_path), name, sysid + 1, seg, cmd) == ""            # another cluster's WAL
+    assert own_pg_wal(str(tmp_path), name, sysid, seg * 2, cmd) == ""            # another segment size
+    assert own_pg_wal(str(tmp_path), name, sysid, seg, "/bin/false") == ""      # another archive_command
+    assert own_pg_wal(str(tmp_path), "000000010000000000000005", sysid, seg, cmd) == ""   # not here
+    assert own_pg_wal("", name, sysid, seg, cmd) == ""
+    if os.geteuid() == 0:
+        os.chown(pg_wal, 12345, -1)
+        assert own_pg_wal(str(tmp_path), name, sysid, seg, cmd) == ""            # another user's pg_wal

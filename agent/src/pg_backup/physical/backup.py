@@ -25,7 +25,7 @@ from ..manifest import DatabaseInfo, EncryptionInfo, Manifest, StoredObject, all
 from ..pipeline import store_stream
 from ..postgres.archiver import archiver_state
 from ..wal.names import format_lsn, wal_range
-from .archiving import check_archiving_configured, wait_for_wal
+from .archiving import check_archiving_configured, secure_backup_wal, start_backup_wal_push
 from .config_files import config_archive
 from .incremental import SHA_KEY, Decision, ManifestCopy, decide
 from .layout import BASE_OBJECT, CONFIG_OBJECT, object_for
@@ -245,6 +245,12 @@ def _finish(ctx: Context, backup_id: str, tier: str, started: Any, info: Any, fi
     if roles.count("base") != 1 or roles.count("backup_manifest") != 1 or len(tablespaces) != len(heads):
         raise PostgresError(f"base backup of {backup_id} is incomplete: the server sent {', '.join(roles) or 'nothing'}"
                             f" for {len(heads)} extra tablespace(s)")
+    segment_size = facts["segment_size"]
+    start_wal, stop_wal = wal_range(start_lsn, timeline, stop_lsn, stop_timeline, segment_size)
+    pushing = start_backup_wal_push(ctx, start_wal, stop_wal, settings.physical.wal_wait_seconds,
+                                    segment_size=segment_size, data_directory=facts["files"]["data_directory"],
+                                    system_identifier=info.system_identifier, fingerprint=fingerprint,
+                                    archive_command=facts["archive_command"])
     checkpoint = settings.physical.checkpoint
     notes = [f"base backup {checkpoint} checkpoint"]
     chain = decision.chain() if decision.incremental else None
@@ -260,9 +266,8 @@ def _finish(ctx: Context, backup_id: str, tier: str, started: Any, info: Any, fi
         pending.append(small.submit(_store_small, ctx, backup_id, CONFIG_OBJECT, "config", io.BytesIO(config_tar),
                                     options))
     stop_time, next_xid = _after_stop(ctx)
-    segment_size = facts["segment_size"]
-    start_wal, stop_wal = wal_range(start_lsn, timeline, stop_lsn, stop_timeline, segment_size)
-    wait_for_wal(ctx, archive, stop_wal, settings.physical.wal_wait_seconds, since=server_started)
+    secure_backup_wal(ctx, archive, start_wal, stop_wal, settings.physical.wal_wait_seconds, since=server_started,
+                      segment_size=segment_size, pushing=pushing)
     objects.extend(job.result() for job in pending)     # every object stored before the manifest
     extra: Dict[str, Any] = {SHA_KEY: copy.sha256}
     if config_files:

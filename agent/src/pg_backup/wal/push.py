@@ -58,7 +58,7 @@ class Pusher:
     """Stores WAL files of one data directory into the archive."""
 
     def __init__(self, ctx: Any, spool: Spool, pg_wal: str, *, record_conflicts: bool = True,
-                 argv: Optional[List[str]] = None):
+                 argv: Optional[List[str]] = None, fingerprint: Optional[str] = None):
         self.ctx = ctx
         self.spool = spool
         self.pg_wal = pg_wal
@@ -66,7 +66,7 @@ class Pusher:
         self.archive = ctx.wal_archive
         self.record_conflicts = record_conflicts
         self.argv = argv or []
-        self._fingerprint: Optional[str] = None
+        self._fingerprint = fingerprint    # the encryption key's, when the caller computed it already
         self._identity_ok: Optional[Dict[str, Any]] = None
         import threading
 
