@@ -32,6 +32,9 @@ from .config_repository import (S3_STORAGE_CLASSES, TIERS, RepositorySettings, S
 from .config_signing import SigningSettings
 from .errors import ConfigError
 
+#: libyaml's safe loader when PyYAML was built with it (the wheels are): same documents, ~8x faster.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 __all__ = [
     "BackupSettings", "CompressionSettings", "DrillSettings", "EncryptionSettings", "HealthSettings",
     "PathsSettings", "PhysicalSettings", "PostgresSettings", "RepositorySettings", "RetentionSettings",
@@ -48,7 +51,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 @dataclass
 class PathsSettings:
-    state_dir: str = opt("/var/lib/pg-backup", "Local state: locks, the local audit log, the restore spool.")
+    state_dir: str = opt("/var/lib/pg-backup", "Local state: locks, the local audit log, the restore spool, "
+                                                 "caches (key fingerprints, signature verdicts).")
     audit_log: Optional[str] = opt(None, "Local audit log (JSON lines); default <state_dir>/audit.jsonl.")
     spool_dir: Optional[str] = opt(None, "Private directory for parallel restores that need a seekable file; "
                                    "default <state_dir>/spool. Created 0700 and emptied after each use.")
@@ -158,7 +162,7 @@ def config_path(explicit: Optional[str]) -> str:
 def read_file(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as fh:
-            return yaml.safe_load(fh)
+            return yaml.load(fh, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader (libyaml's when built)
     except FileNotFoundError:
         raise ConfigError(f"configuration file {path} does not exist",
                           hint=f"pass --config FILE or set {ENV_CONFIG}") from None

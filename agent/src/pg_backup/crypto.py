@@ -25,11 +25,12 @@ import shutil
 import subprocess
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .config import EncryptionSettings
 from .config_signing import SigningSettings
 from .errors import EncryptionKeyError, IntegrityError, UsageError
+from .fingerprint_cache import FingerprintCache, file_identity
 from .process import ChildProcess
 from .signing import SIGNATURE_TROUBLE, Signatures, last_line, primary_fingerprints
 
@@ -41,8 +42,14 @@ _FPR_SALT = b"pg-backup passphrase fingerprint v1"
 
 
 def read_secret_file(path: str, what: str) -> str:
+    return _read_secret_identified(path, what)[0]
+
+
+def _read_secret_identified(path: str, what: str) -> Tuple[str, str, float]:
+    """The secret in ``path``, and the identity of the file it was read from (see fingerprint_cache)."""
     try:
         with open(path, encoding="utf-8") as fh:
+            identity, ctime = file_identity(fh.fileno(), path)
             value = fh.read().rstrip("\r\n")
     except FileNotFoundError:
         raise EncryptionKeyError(f"{what} {path} does not exist") from None
@@ -50,7 +57,7 @@ def read_secret_file(path: str, what: str) -> str:
         raise EncryptionKeyError(f"{what} {path} is not readable by this user") from None
     if not value:
         raise EncryptionKeyError(f"{what} {path} is empty")
-    return value
+    return value, identity, ctime
 
 
 def passphrase_fingerprint(passphrase: str) -> str:
@@ -112,6 +119,8 @@ class GnuPG(GpgHome):
         self._public_fpr: Optional[str] = None
         self._secret_fprs: Optional[List[str]] = None
         self._passphrases: Optional[Dict[str, str]] = None
+        #: Public fingerprints by key-file identity (the context points it at paths.state_dir).
+        self.fingerprint_cache = FingerprintCache(None)
 
     def __enter__(self) -> "GnuPG":
         return self
@@ -120,30 +129,58 @@ class GnuPG(GpgHome):
     def encryption_fingerprint(self) -> str:
         """Fingerprint recorded in manifests of new backups."""
         if self.settings.mode == "passphrase":
-            return passphrase_fingerprint(self._new_passphrase())
+            if not self.settings.passphrase_file:
+                raise EncryptionKeyError("no encryption.passphrase_file configured")
+            fingerprint = self._passphrase_file(self.settings.passphrase_file)[0]
+            self.signatures.own_fingerprint()   # once, as below (a backup does both beside its server checks)
+            return fingerprint
         if self._public_fpr is None:
             path = self.settings.public_key_file
             if not path:
                 raise EncryptionKeyError("no encryption.public_key_file configured; this host cannot make backups")
             if not os.path.exists(path):
                 raise EncryptionKeyError(f"public key file {path} does not exist")
+            self._public_fpr = self._public_key_file(path)
+            self.signatures.own_fingerprint()   # once, before threads encrypt at once
+        return self._public_fpr
+
+    def _public_key_file(self, path: str) -> str:
+        """The primary fingerprint of the one usable public key in ``path``; gpg runs unless the cache knows
+        this very file (identity and SHA-256 of its content) and the key has not expired since."""
+        try:
+            with open(path, "rb") as fh:
+                identity, ctime = file_identity(fh.fileno(), path)
+                digest = hashlib.sha256(fh.read()).hexdigest()
+        except OSError as exc:
+            raise EncryptionKeyError(f"public key file {path} is not readable: {exc.strerror}") from None
+
+        def compute() -> str:
             res = self.run("--with-colons", "--import-options", "show-only", "--import", path)
             colons = res.stdout.decode(errors="replace")
             fprs = primary_fingerprints(colons, "pub")
             if res.returncode != 0 or not fprs:
-                raise EncryptionKeyError(f"{path} is not a readable OpenPGP public key",
-                                         hint="export it with 'pg-backup keys export' or 'gpg --armor --export KEYID'")
+                raise EncryptionKeyError(f"{path} is not a readable OpenPGP public key", hint="export it with "
+                                         "'pg-backup keys export' or 'gpg --armor --export KEYID'")
             if len(fprs) > 1:
                 raise EncryptionKeyError(f"{path} holds {len(fprs)} keys; put exactly one public key in it")
             _refuse_unusable(colons, fprs[0], path)
-            self._public_fpr = fprs[0]
-            self.signatures.own_fingerprint()   # once, before threads encrypt at once
-        return self._public_fpr
+            return f"{fprs[0]}:{colon_expiry(colons)}"
+
+        # A key that expired since it was cached is a miss: gpg runs and names the problem.
+        found = self.fingerprint_cache.lookup(f"public-key|{identity}|{digest}", ctime, compute,
+                                              valid=lambda value: not _expired(value.partition(":")[2]))
+        return found.partition(":")[0]
 
     def _new_passphrase(self) -> str:
         if not self.settings.passphrase_file:
             raise EncryptionKeyError("no encryption.passphrase_file configured")
         return read_secret_file(self.settings.passphrase_file, "passphrase file")
+
+    def _passphrase_file(self, path: str) -> Tuple[str, str]:
+        """(fingerprint, passphrase) of a passphrase file; the scrypt is skipped when the cache knows the file."""
+        secret, identity, ctime = _read_secret_identified(path, "passphrase file")
+        return self.fingerprint_cache.lookup("passphrase|" + identity, ctime,
+                                             lambda: passphrase_fingerprint(secret)), secret
 
     def _all_passphrases(self) -> Dict[str, str]:
         if self._passphrases is None:
@@ -151,8 +188,8 @@ class GnuPG(GpgHome):
             paths = ([self.settings.passphrase_file] if self.settings.passphrase_file else []) + \
                 list(self.settings.old_passphrase_files)
             for path in paths:
-                secret = read_secret_file(path, "passphrase file")
-                found[passphrase_fingerprint(secret)] = secret
+                fingerprint, secret = self._passphrase_file(path)
+                found[fingerprint] = secret
             self._passphrases = found
         return self._passphrases
 
@@ -309,6 +346,16 @@ def packet_format_problem(status_line: str) -> Optional[str]:
     if mdc != _MDC_SHA1:
         return "gpg chose a packet without integrity protection (no MDC)"
     return None
+
+
+def colon_expiry(colons: str) -> str:
+    """The expiry (seconds since the epoch, or "") of the first primary key in gpg's colon listing."""
+    pub = next(line.split(":") for line in colons.splitlines() if line.startswith("pub:"))
+    return pub[6] if len(pub) > 6 else ""
+
+
+def _expired(expiry: str) -> bool:
+    return bool(expiry) and expiry.isdigit() and int(expiry) <= time.time()
 
 
 def _refuse_unusable(colons: str, fingerprint: str, path: str) -> None:

@@ -5,6 +5,7 @@ import hashlib
 import io
 import os
 import subprocess
+import threading
 
 import pytest
 
@@ -28,10 +29,11 @@ def keypair(tmp_path_factory):
     return make_keypair(str(tmp_path_factory.mktemp("keys")))
 
 
-def _store(tmp_path, settings, data: bytes, **kw):
+def _store(tmp_path, settings, data: bytes, source=None, **kw):
     storage = LocalStorage(str(tmp_path / "repo"))
     with GnuPG(settings) as gpg:
-        result = store_stream(io.BytesIO(data), storage, "b/obj.zst.gpg", gpg, what="obj", level=3, threads=2, **kw)
+        result = store_stream(source or io.BytesIO(data), storage, "b/obj.zst.gpg", gpg, what="obj", level=3,
+                              threads=2, **kw)
         fpr = gpg.encryption_fingerprint()
     return storage, result, fpr
 
@@ -159,3 +161,42 @@ def test_s2k_count_is_configurable_and_objects_at_the_old_count_still_decrypt(tm
     odd = EncryptionSettings(mode="passphrase", passphrase_file=pp, s2k_count=100000)
     _store(tmp_path / "r", odd, b"x")
     assert _s2k_count_of(tmp_path / "r") == 102400                    # gpg rounds up to an encodable count
+
+
+class _ReadOnly:
+    """A source with read() only (like the base-backup stream): no fileno, no readinto."""
+
+    def __init__(self, data: bytes):
+        self._buf = io.BytesIO(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._buf.read(min(size, 70000))   # short reads, as a stream of messages gives
+
+
+def test_sources_by_pipe_reused_buffer_and_read_only_object_store_every_byte(tmp_path):
+    """The dump arrives through a pipe (read into one reused buffer, short reads on the way) or from
+    an object with read() only: either way every byte is stored once, in order, and counted."""
+    settings = EncryptionSettings(mode="passphrase", passphrase_file=_secret(tmp_path, "pp", "correct horse"))
+    data = b"".join(b"%d\t%s\n" % (i, os.urandom(40).hex().encode()) for i in range(60000))  # ~5.6 MB
+    read_fd, write_fd = os.pipe()
+
+    def writer() -> None:
+        with os.fdopen(write_fd, "wb", buffering=0) as sink:
+            view = memoryview(data)
+            for start in range(0, len(view), 300001):   # odd-sized writes: reads return partial blocks
+                sink.write(view[start:start + 300001])
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    seen = []
+    with os.fdopen(read_fd, "rb") as source:
+        storage, result, fpr = _store(tmp_path, settings, b"", source=source,
+                                      progress=lambda stage, done: seen.append(done))
+    thread.join()
+    assert result.raw_size == len(data) and seen[-1] == len(data) and seen == sorted(seen)
+    assert _read(storage, settings, fpr, result.sha256) == data
+
+    other = tmp_path / "other"
+    storage, result, fpr = _store(other, settings, b"", source=_ReadOnly(data))
+    assert result.raw_size == len(data)
+    assert _read(storage, settings, fpr, result.sha256) == data
