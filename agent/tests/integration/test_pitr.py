@@ -131,7 +131,7 @@ def test_time_targets_hold_exactly_the_rows_committed_before(env):
         assert ids_on(port) == cp.ids, f"state at {name} ({cp.time}) differs"
         assert doc["reached"]["time"] <= cp.time and doc["reached"]["timeline"] >= 2
         assert doc["target"]["kind"] == "time" and "stopping before commit" in doc["stop_record"]
-        assert set(doc["phases"]) == {"download", "decrypt_decompress", "extract", "startup", "wal_replay"}
+        assert set(doc["phases"]) == {"download", "decrypt_decompress", "extract", "sync", "startup", "wal_replay"}
         assert sql_on(port, "SELECT pg_is_in_recovery(), current_setting('archive_mode'), "
                             "current_setting('listen_addresses')") == (False, "off", "127.0.0.1")
 

@@ -27,6 +27,7 @@ from ..pipes import widen
 from ..progress import PhaseTimer, Progress, human_bytes
 from ..storage.base import Storage
 from ..storage.local import LocalStorage
+from .durable import Writeback
 
 #: The automatic ``physical.restore_workers`` (0): two per CPU within these bounds. Each extraction is
 #: a gpg, a zstd stream and a tar that also wait on reads and writes, so two per CPU keep the CPUs busy
@@ -148,8 +149,9 @@ def extract_all(ctx: Context, checked: Checked, jobs: Sequence[Extraction], time
         storage, key = checked.source(jobs[i].manifest, jobs[i].name)
         return extract_archive(ctx, storage, key, jobs[i].manifest, jobs[i].name, jobs[i].dest, timers[i], progress)
 
-    total = sum(run_parallel([lambda i=i: job(i) for i in range(len(jobs))],  # type: ignore[misc]
-                             restore_workers(ctx.settings)))
+    with Writeback(sorted({j.dest for j in jobs})):   # writeback overlaps extraction (durable.py)
+        total = sum(run_parallel([lambda i=i: job(i) for i in range(len(jobs))],  # type: ignore[misc]
+                                 restore_workers(ctx.settings)))
     wall = time.monotonic() - t0
     spent = sum(sum(t.phases.values()) for t in timers)
     scale = wall / spent if spent > 0 else 0.0

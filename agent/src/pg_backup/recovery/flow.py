@@ -25,6 +25,7 @@ from ..postgres.tools import server_bin_dir
 from ..progress import PhaseTimer, Progress
 from ..wal.fetch import prefetch_for_recovery, refused_wal
 from .datadir import check_data_dir, plan_tablespaces, remove_stale_server_files, rewrite_tablespace_map
+from .durable import make_durable
 from .restore_files import restore_backup_files
 from .server import log_path, log_stop_record, scratch_postgres, wait_for_promotion
 from .settings import finish_config, recovery_settings, server_overrides, write_auto_conf, write_recovery_config
@@ -111,6 +112,8 @@ def recover(ctx: Context, target: RecoveryTarget, data_dir: str, *, port: Option
         notes.extend(filter(None, [not_started_note(ctx)]))
         progress.stage(f"pitr: {data_dir} is ready for recovery (not started: start it with pg_ctl -D {data_dir} start)")
         return result
+    # the restored files are written back now, not by the server's SyncDataDirectory before its first WAL
+    make_durable([data_dir] + [t["restored_to"] for t in planned], timer)
     prefetch_for_recovery(ctx, manifest.start_wal, config_path)   # again, if it went idle meanwhile
     progress.stage(f"pitr: starting the server to replay WAL up to {target.describe()}")
     start_server(bin_dir, data_dir, log_path(data_dir), what="the recovered server")
