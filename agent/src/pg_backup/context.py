@@ -8,6 +8,7 @@ from typing import Callable, Optional
 from .config import Settings
 from .crypto import GnuPG
 from .errors import UsageError
+from .fingerprint_cache import CACHE_NAME as FINGERPRINT_CACHE_NAME, FingerprintCache
 from .manifest import utcnow
 from .postgres.client import Postgres
 from .progress import Progress
@@ -66,6 +67,8 @@ class Context:
         if self._gpg is None:
             self._gpg = GnuPG(self.settings.encryption, self.settings.signing)
             self._gpg.signatures.verdict_cache = VerdictCache(os.path.join(self.settings.paths.state_dir, CACHE_NAME))
+            self._gpg.fingerprint_cache = FingerprintCache(os.path.join(self.settings.paths.state_dir,
+                                                                       FINGERPRINT_CACHE_NAME))
         return self._gpg
 
     @property
@@ -92,5 +95,7 @@ class Context:
 
     def close(self) -> None:
         if self._gpg is not None:
+            if self._gpg.signatures.verdict_cache is not None:
+                self._gpg.signatures.verdict_cache.flush()     # puts are batched: write them once
             self._gpg.close()
             self._gpg = None

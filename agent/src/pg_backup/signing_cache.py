@@ -4,6 +4,11 @@ Key: SHA-256 of (data, signature, the sorted trusted fingerprints); value: the s
 Only acceptances are stored: a refusal is recomputed every time. A changed object, signature or trust
 set gives another key, so the cache can never vouch for bytes gpg has not judged with today's trust.
 A damaged or unreadable file is ignored (treated as empty) and rewritten; the file is 0600.
+
+Writes are batched: ``put`` only marks the cache dirty; the file is rewritten (temp file + ``os.replace``)
+by ``flush`` (called when the command's Context closes) and at most every ``FLUSH_INTERVAL`` seconds
+during a long run, so a cold ``list`` of thousands of manifests writes the file a handful of times
+instead of once per manifest, and a killed command keeps all but the last interval's verdicts.
 """
 
 import hashlib
@@ -11,12 +16,15 @@ import json
 import os
 import tempfile
 import threading
+import time
 from typing import Dict, Iterable, Optional
 
 #: File name under paths.state_dir.
 CACHE_NAME = "signature-verdicts.json"
 #: Entries kept; the oldest inserted are dropped beyond this.
 MAX_ENTRIES = 20000
+#: Seconds between two writes while puts keep coming (a killed command loses at most this much work).
+FLUSH_INTERVAL = 10.0
 
 
 def verdict_key(data: bytes, signature: bytes, trusted: Iterable[str]) -> str:
@@ -36,6 +44,10 @@ class VerdictCache:
         self.misses = 0
         self._lock = threading.Lock()
         self._entries: Optional[Dict[str, str]] = None
+        self._dirty = False
+        self._last_write = time.monotonic()
+        #: Number of times the file was written (for tests and logs).
+        self.writes = 0
 
     def _load(self) -> Dict[str, str]:
         if self._entries is None:
@@ -61,16 +73,32 @@ class VerdictCache:
             return found
 
     def put(self, key: str, signer: str) -> None:
-        """Remember an acceptance and write the file (best effort: a read-only state dir only costs speed)."""
+        """Remember an acceptance; the file is written by :meth:`flush`, or here if the last write is
+        older than ``FLUSH_INTERVAL`` seconds."""
         with self._lock:
             entries = self._load()
             entries[key] = signer
             while len(entries) > MAX_ENTRIES:
                 entries.pop(next(iter(entries)))
-            try:
-                self._write(entries)
-            except OSError:
-                pass
+            self._dirty = True
+            if time.monotonic() - self._last_write >= FLUSH_INTERVAL:
+                self._flush_locked()
+
+    def flush(self) -> None:
+        """Write pending verdicts, if any (best effort: a read-only state dir only costs speed)."""
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if not self._dirty or self._entries is None:
+            return
+        self._last_write = time.monotonic()
+        try:
+            self._write(self._entries)
+        except OSError:
+            return          # stays dirty: the next flush tries again
+        self._dirty = False
+        self.writes += 1
 
     def _write(self, entries: Dict[str, str]) -> None:
         directory = os.path.dirname(self.path) or "."

@@ -146,6 +146,31 @@ def test_forged_records_are_ignored_by_health_and_compliance_and_flagged_by_audi
     assert str(drill.relative_to(env.repo.parent)) in notes and str(record.relative_to(env.repo.parent)) in notes
 
 
+def test_list_on_a_forged_archive_identity_still_lists_the_backups(env):
+    """A forged wal/archive.json must not hide the backups: list shows them, flags the recoverable window
+    as untrusted (text and --json), says so on stderr and exits 4 (DESIGN §10, session 8)."""
+    identity = env.repo / "wal" / "archive.json"
+    enable_archiving(env.cluster, env.writer)
+    switch_and_wait_archived(env.cluster)
+    backup_id = env.run(env.writer, "backup", "--physical", "--tier", "daily", timeout=300).data["backup_id"]
+    trusted = env.run(env.reader, "list").data
+    assert trusted["wal_archive_untrusted"] is None and trusted["recoverable_window"] is not None
+    original = identity.read_bytes()
+    doc = json.loads(original)
+    doc["system_identifier"] = "1" + str(doc["system_identifier"])[1:]
+    identity.write_bytes((json.dumps(doc, indent=1) + "\n").encode())
+    try:
+        listed = env.run(env.reader, "list", check=False)
+        assert listed.rc == 4, listed.describe()
+        assert backup_id in [b["backup_id"] for b in listed.data["backups"]], listed.describe()
+        assert listed.data["recoverable_window"] is None and "bad signature" in listed.data["wal_archive_untrusted"]
+        text = env.run(env.reader, "list", check=False, json=False)
+        assert text.rc == 4 and backup_id in text.stdout and "window: UNTRUSTED" in text.stdout, text.describe()
+        assert "WAL archive untrusted" in text.stderr and "archive.json" in text.stderr, text.describe()
+    finally:
+        identity.write_bytes(original)
+
+
 def test_signed_records_over_s3(env, s3_server):
     """Over the S3 endpoint: the audit record and chain entry are stored with their signatures, and an
     entry put by someone with only write access to the bucket is flagged."""

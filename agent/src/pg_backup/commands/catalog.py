@@ -11,6 +11,7 @@ import json
 from typing import Any, Dict, List, Optional
 
 from ..context import Context
+from ..errors import EXIT_INTEGRITY, EXIT_OK, IntegrityError
 from ..manifest import Manifest, chain_root, missing_members
 from ..progress import human_bytes, human_duration
 from . import CommandResult
@@ -87,14 +88,21 @@ def list_backups(ctx: Context, *, tier: Optional[str]) -> CommandResult:
         lines.append(f"chain of {chain['root']}: {len(chain['backups'])} backup(s), {chain['incremental']} "
                      f"incremental, {human_bytes(chain['raw_bytes'])} read, {human_bytes(chain['stored_bytes'])} "
                      f"stored{state}")
-    window = recoverable_window(ctx, every) if any(m.kind == "physical" for m in every) else None
+    window, untrusted = None, None
+    try:
+        window = recoverable_window(ctx, every) if any(m.kind == "physical" for m in every) else None
+    except IntegrityError as exc:
+        # A forged wal/archive.json must not hide the backups: list them, flag the window, exit 4 (DESIGN §10).
+        untrusted = f"WAL archive untrusted: {exc}; point-in-time recovery from this archive is refused"
+        lines.append(f"point-in-time recovery window: UNTRUSTED ({exc})")
     if window is not None:
         lines.append(f"point-in-time recovery window: {window.describe()}")
-    elif any(m.kind == "physical" for m in every):
+    elif untrusted is None and any(m.kind == "physical" for m in every):
         lines.append("point-in-time recovery window: none (no physical backup has its WAL in the archive)")
     return CommandResult({"repository": ctx.repo.location, "backups": [_summary(m, known) for m in manifests],
                           "chains": found, "recoverable_window": window.to_dict() if window else None,
-                          "refused": ctx.repo.refused}, lines)
+                          "wal_archive_untrusted": untrusted, "refused": ctx.repo.refused}, lines,
+                         exit_code=EXIT_INTEGRITY if untrusted else EXIT_OK, error=untrusted)
 
 
 def describe(m: Manifest, known: set) -> List[str]:
