@@ -64,7 +64,7 @@ def _run(tmp_path, item, *args):
              "vars": {"ansible_python_interpreter": sys.executable, "agent_venv_dir": str(pg.AGENT_BIN.parent.parent),
                       "agent_config_dir": str(base / "etc"), "agent_state_dir": str(base / "state"),
                       "agent_log_dir": str(base / "log"), "agent_log_owner": pg.PG_OS_USER,
-                      "agent_clusters": [item]},
+                      "agent_clusters": item if isinstance(item, list) else [item]},
              "roles": ["miometry.pg_backup.agent"]}]
     (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
     proc = subprocess.run([str(ANSIBLE_PLAYBOOK), str(tmp_path / "play.yml"), "--tags", "agent_configure", *args],
@@ -150,3 +150,31 @@ def test_signing_keys_each_where_it_belongs_and_removed_when_no_longer_given(tmp
                             capture_output=True, text=True, timeout=60, check=False)
     assert report.returncode == 0, report.stdout + report.stderr
     assert json.loads(report.stdout)["ok"] is True
+
+
+def test_a_cluster_dropped_from_the_list_loses_its_files_and_nothing_else(tmp_path, keypair, signing_keys):
+    """Two clusters, then one: the dropped cluster's configuration, credentials and keys go (not with the
+    opt-out), its state directory stays, and files the role did not write are never touched."""
+    (secret, _current), _old = signing_keys
+    dropped = _item(keypair, name="old", signing_secret_key=secret)
+    proc, out, etc = _run(tmp_path, [_item(keypair), dropped])
+    assert proc.returncode == 0, out
+    written = sorted(p.name for p in etc.glob("old.*"))
+    assert written == ["old.pub.asc", "old.s3-pruner", "old.s3-writer", "old.signing.asc", "old.yml"], written
+    foreign = {"old.notes": "an operator's notes\n", "other.yml": "cluster: other\n", "old.yml.bak": "x\n",
+               "pk.s3-restorer": "kept: the name of a listed cluster\n"}
+    for name, text in foreign.items():
+        (etc / name).write_text(text)
+    kept, out, _etc = _run(tmp_path, [_item(keypair)], "-e", "agent_remove_unlisted_clusters=false")
+    assert kept.returncode == 0 and (etc / "old.yml").exists() and (etc / "old.signing.asc").exists(), out
+
+    proc, out, _etc = _run(tmp_path, [_item(keypair)], "-v", "--diff")
+    assert proc.returncode == 0, out
+    assert sorted(p.name for p in etc.glob("old.*")) == ["old.notes", "old.yml.bak"]
+    assert not any(line in out for line in _secret_lines(secret)), "the signing secret key was printed"
+    for name, text in foreign.items():
+        assert (etc / name).read_text() == text, name
+    assert {"pk.yml", "pk.pub.asc", "pk.s3-writer", "pk.s3-pruner"} <= {p.name for p in etc.iterdir()}
+    assert (tmp_path / "host" / "state" / "old").is_dir()          # may hold WAL not yet stored
+    again, out, _etc = _run(tmp_path, [_item(keypair)])
+    assert again.returncode == 0 and "changed=0" in out, out
