@@ -138,10 +138,11 @@ class Extraction:
 
 
 def extract_all(ctx: Context, checked: Checked, jobs: Sequence[Extraction], timer: PhaseTimer,
-                progress: Progress) -> int:
+                progress: Progress, *, writeback: bool = True) -> int:
     """Extract every archive of ``jobs`` in parallel; returns the bytes extracted. The phases
     (``decrypt_decompress``, ``extract``) are each job's share, scaled so they add up to the wall
-    time of the whole step."""
+    time of the whole step. ``writeback``: write the extracted files back to disk meanwhile (durable.py);
+    False for scratch copies that are read once and removed."""
     t0 = time.monotonic()
     timers = [PhaseTimer() for _ in jobs]
 
@@ -149,7 +150,7 @@ def extract_all(ctx: Context, checked: Checked, jobs: Sequence[Extraction], time
         storage, key = checked.source(jobs[i].manifest, jobs[i].name)
         return extract_archive(ctx, storage, key, jobs[i].manifest, jobs[i].name, jobs[i].dest, timers[i], progress)
 
-    with Writeback(sorted({j.dest for j in jobs})):   # writeback overlaps extraction (durable.py)
+    with Writeback(sorted({j.dest for j in jobs}) if writeback else []):   # overlaps extraction (durable.py)
         total = sum(run_parallel([lambda i=i: job(i) for i in range(len(jobs))],  # type: ignore[misc]
                                  restore_workers(ctx.settings)))
     wall = time.monotonic() - t0

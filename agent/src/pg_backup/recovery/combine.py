@@ -32,8 +32,10 @@ from ..pipeline import copy_plaintext_to, iter_plaintext
 from ..postgres.tools import require_same_major_tool
 from ..progress import PhaseTimer, Progress, human_bytes
 from .archives import Checked, Extraction, checked_objects, extract_all, restore_workers, run_parallel
+from .durable import Writeback
 
 COMBINE = "pg_combinebackup"
+LINK_MAJOR = 18                 # the first pg_combinebackup with --link
 NO_SPACE = "No space left on device"
 
 
@@ -103,7 +105,10 @@ def _stage_members(ctx: Context, chain: Sequence[Manifest], checked: Checked, wo
             dest = os.path.join(work, f"member-{n}-ts", str(ts["oid"]))
             os.makedirs(dest, mode=0o700)
             jobs.append(Extraction(m, ts["object"], dest))
-    restored = extract_all(ctx, checked, jobs, timer, progress)
+    # The members are scratch copies, except where pg_combinebackup (18+) may hard-link their files into
+    # the output: only then is writing them back now work the final sync does not have to do again.
+    restored = extract_all(ctx, checked, jobs, timer, progress,
+                           writeback=chain[-1].server_version_num // 10000 >= LINK_MAJOR)
     t0 = time.monotonic()
     run_parallel([lambda m=m, d=d: _write_plain(ctx, checked, m, BACKUP_MANIFEST_OBJECT,  # type: ignore[misc]
                                                 os.path.join(d, "backup_manifest")) for m, d in zip(chain, dirs)],
@@ -172,7 +177,7 @@ def combine_chain(ctx: Context, chain: Sequence[Manifest], work: str, out_dir: s
             os.makedirs(os.path.join(work, "combined-ts"), mode=0o700, exist_ok=True)
         devices = {os.stat(p if os.path.exists(p) else os.path.dirname(p)).st_dev
                    for p in [work, out_dir] + list(ts_out.values())}
-        linked = link and major >= 18 and len(devices) == 1
+        linked = link and major >= LINK_MAJOR and len(devices) == 1
         cmd = [tool, "--no-sync", "-o", out_dir] + (["--link"] if linked else []) + \
             ([] if write_manifest else ["--no-manifest"])
         for t in final.tablespaces:
@@ -180,7 +185,8 @@ def combine_chain(ctx: Context, chain: Sequence[Manifest], work: str, out_dir: s
                        f"{ts_out[int(t['oid'])]}")
         progress.stage(f"combining {len(chain)} backups with {tool}{' (hard links)' if linked else ''} into {out_dir}")
         t0 = time.monotonic()
-        _run_combine(tool, cmd + dirs, chain, ctx.pg.env(), work)
+        with Writeback([out_dir] + list(ts_out.values())):     # the output's writeback overlaps the combine
+            _run_combine(tool, cmd + dirs, chain, ctx.pg.env(), work)
         timer.add("combine", time.monotonic() - t0)
         extracted = False
         if config and not os.path.exists(os.path.join(out_dir, "postgresql.conf")):
