@@ -286,6 +286,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             settings = config_mod.load(args.config)
             settings.signing.require = settings.signing.require and not getattr(args, "allow_unsigned", False)
+            if args.command in AUDITED:
+                settings.signing.check_records_key()    # never an unsigned record in a signed chain (exit 8)
             progress = Progress(quiet=args.quiet)
             ctx = Context(settings, progress, clock=_clock(), duty=DUTY.get(command, DUTY.get(args.command)))
             if args.command in AUDITED:

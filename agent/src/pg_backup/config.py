@@ -128,6 +128,7 @@ def semantic_problems(s: Settings, *, check_files: bool = True) -> List[str]:
         problems.append("cluster: required; name this cluster in the repository, e.g. 'main'")
     problems.extend(s.repository.problems(check_files=check_files))
     problems.extend(s.encryption.problems(check_files=check_files))
+    problems.extend(s.signing.problems())
     from .expectations import ExpectationError, parse_expectation
 
     for i, check in enumerate(s.verify.checks):

@@ -266,35 +266,40 @@ class Repository:
         signatures = self._signatures()
         return bool(signatures is not None and signatures.own_fingerprint())
 
-    def put_signed(self, key: str, data: bytes, options: PutOptions, *, signature_first: bool = True) -> None:
+    def put_signed(self, key: str, data: bytes, options: PutOptions, *, signature_first: bool = True,
+                   operational: bool = False) -> None:
         """Store a plain-JSON record create-only, after its detached signature ``<key>.sig`` (also
         create-only: a record is never without its signature). Unsigned without a signing key.
-        FileExistsError when either exists.
+        FileExistsError when either exists. ``operational`` (audit, verification and drill records): a
+        restore host signs it with its records-only key (docs/signing.md).
 
         ``signature_first=False`` (archive.json): the record first, then its signature. A crash between
         the two then leaves an unsigned record the next writer adopts (signs), where the other order
         would leave a signature that blocks the record's key for ever (nothing may be overwritten)."""
         if not signature_first:
             self.storage.put_bytes(key, data, options, overwrite=False)
-            self.sign_existing(key, data, options)
+            self.sign_existing(key, data, options, operational=operational)
             return
-        self.sign_existing(key, data, options)
+        self.sign_existing(key, data, options, operational=operational)
         self.storage.put_bytes(key, data, options, overwrite=False)
 
-    def sign_existing(self, key: str, data: bytes, options: Optional[PutOptions] = None) -> None:
+    def sign_existing(self, key: str, data: bytes, options: Optional[PutOptions] = None, *,
+                      operational: bool = False) -> None:
         """Write ``<key>.sig`` for ``data`` create-only (nothing without a signing key). Also how a record
         written before signing was enabled gets its signature without being rewritten (archive.json)."""
         signatures = self._signatures()
-        signature = signatures.sign_detached(data, key) if signatures is not None else None
+        signature = signatures.sign_detached(data, key, operational) if signatures is not None else None
         if signature:
             self.storage.put_bytes(key + SIGNATURE_SUFFIX, signature,
                                    PutOptions(tags=options.tags if options else {},
                                               content_type="application/pgp-signature"), overwrite=False)
 
-    def record_signer(self, key: str, data: bytes, what: str = "") -> Optional[str]:
+    def record_signer(self, key: str, data: bytes, what: str = "", *, operational: bool = False) -> Optional[str]:
         """The trusted signer of record ``key`` holding ``data`` (None: signing not configured, or an
         unsigned record admitted because signing is not required). SignatureError (exit 4) naming the
-        object and the signer for a record without a trusted signature."""
+        object and the signer for a record without a trusted signature. ``operational`` (audit,
+        verification and drill records): records-only keys are trusted too; never for archive.json or
+        WAL conflict records, which decide what a restore replays."""
         signatures = self._signatures()
         if signatures is None:
             return None
@@ -302,12 +307,12 @@ class Repository:
             signature: Optional[bytes] = self.storage.get_bytes(key + SIGNATURE_SUFFIX)
         except NotFoundError:
             signature = None
-        return signatures.verify_detached(data, signature, what or key)
+        return signatures.verify_detached(data, signature, what or key, operational)
 
-    def read_signed(self, key: str, what: str = "") -> bytes:
+    def read_signed(self, key: str, what: str = "", *, operational: bool = False) -> bytes:
         """A record's bytes once its signature is judged trusted (see :meth:`record_signer`)."""
         data = self.storage.get_bytes(key)
-        self.record_signer(key, data, what)
+        self.record_signer(key, data, what, operational=operational)
         return data
 
     def delete_backup(self, manifest_or_id: str, keys: Optional[List[str]] = None) -> None:

@@ -10,10 +10,14 @@ every reader checks the signature against the keys trusted for that cluster (doc
   :meth:`Signatures.verify_detached`.
 
 Trust is a set of primary-key fingerprints per cluster: the key in ``signing.secret_key_file`` and
-every key in ``signing.trusted_public_key_files``. Only those keys are imported into the private
-GnuPG home, and a signature counts only when gpg reports VALIDSIG and its primary-key fingerprint is
-in the set: an unknown, untrusted, bad or revoked-key signature is refused (exit 4) naming the object
-and the signer. An object without any signature is refused while ``signing.require`` holds and a
+every key in ``signing.trusted_public_key_files``. Operational records (audit records and chain
+entries, verification records, drill reports: ``operational=True``) also accept the records-only keys
+of the restore hosts (``signing.record_secret_key_file``, with which a restore host signs what it
+writes, and ``signing.record_trusted_public_key_files``); a data object, manifest, WAL file, erasure
+record or archive.json signed by one of those is refused, naming it as a records-only key. Only those
+keys are imported into the private GnuPG home, and a signature counts only when gpg reports VALIDSIG
+and its primary-key fingerprint is in the set: an unknown, untrusted, bad or revoked-key signature is
+refused (exit 4) naming the object and the signer. An object without any signature is refused while ``signing.require`` holds and a
 signing key is configured; ``--allow-unsigned`` (audited; only for backups written before signing
 was enabled) sets ``require`` off for one command.
 """
@@ -57,12 +61,15 @@ class Signatures:
         self._own: Optional[str] = None
         self._own_loaded = False
         self._trusted: Optional[Set[str]] = None
+        self._record: Optional[str] = None
+        self._record_loaded = False
+        self._record_trusted: Optional[Set[str]] = None
         #: Optional :class:`~pg_backup.signing_cache.VerdictCache` of positive detached-signature verdicts.
         self.verdict_cache: Optional[VerdictCache] = None
 
     @property
     def configured(self) -> bool:
-        return bool(self.settings.secret_key_file or self.settings.trusted_public_key_files)
+        return self.settings.configured
 
     @property
     def required(self) -> bool:
@@ -76,12 +83,24 @@ class Signatures:
         with self._lock:
             if not self._own_loaded:
                 path = self.settings.secret_key_file
-                self._own = self._import_secret(path) if path else None
+                self._own = self._import_secret(path, "signing.secret_key_file") if path else None
                 self._own_loaded = True
             return self._own
 
-    def _import_secret(self, path: str) -> str:
-        where = "signing.secret_key_file"
+    def record_fingerprint(self) -> Optional[str]:
+        """The key this host signs operational records with: the cluster's own key on a database host,
+        else this host's records-only key (``signing.record_secret_key_file``, restore hosts), else None."""
+        own = self.own_fingerprint()
+        if own:
+            return own
+        with self._lock:
+            if not self._record_loaded:
+                path = self.settings.record_secret_key_file
+                self._record = self._import_secret(path, "signing.record_secret_key_file") if path else None
+                self._record_loaded = True
+            return self._record
+
+    def _import_secret(self, path: str, where: str) -> str:
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -109,19 +128,41 @@ class Signatures:
             if self._trusted is None:
                 found: Set[str] = {own} if own else set()
                 for path in self.settings.trusted_public_key_files:
-                    if not os.path.exists(path):
-                        raise EncryptionKeyError(f"signing.trusted_public_key_files: {path} does not exist")
-                    shown = self.home.run("--with-colons", "--import-options", "show-only", "--import", path)
-                    fprs = primary_fingerprints(shown.stdout.decode(errors="replace"), "pub")
-                    if shown.returncode != 0 or not fprs:
-                        raise EncryptionKeyError(f"signing.trusted_public_key_files: {path} is not an OpenPGP "
-                                                 f"public key")
-                    res = self.home.run("--import", path)
-                    if res.returncode != 0:
-                        raise EncryptionKeyError(f"cannot import {path}: {last_line(res.stderr)}")
-                    found.update(fprs)
+                    found.update(self._import_public(path, "signing.trusted_public_key_files"))
                 self._trusted = found
             return self._trusted
+
+    def record_trusted(self) -> Set[str]:
+        """Primary fingerprints trusted for operational records: :meth:`trusted`, this host's records-only
+        key and ``signing.record_trusted_public_key_files`` (imported on first use)."""
+        trusted = self.trusted()
+        mine = self.record_fingerprint()
+        with self._lock:
+            if self._record_trusted is None:
+                found = set(trusted) | ({mine} if mine else set())
+                for path in self.settings.record_trusted_public_key_files:
+                    found.update(self._import_public(path, "signing.record_trusted_public_key_files"))
+                self._record_trusted = found
+            return self._record_trusted
+
+    def _import_public(self, path: str, where: str) -> List[str]:
+        if not os.path.exists(path):
+            raise EncryptionKeyError(f"{where}: {path} does not exist")
+        shown = self.home.run("--with-colons", "--import-options", "show-only", "--import", path)
+        fprs = primary_fingerprints(shown.stdout.decode(errors="replace"), "pub")
+        if shown.returncode != 0 or not fprs:
+            raise EncryptionKeyError(f"{where}: {path} is not an OpenPGP public key")
+        res = self.home.run("--import", path)
+        if res.returncode != 0:
+            raise EncryptionKeyError(f"cannot import {path}: {last_line(res.stderr)}")
+        return fprs
+
+    def _records_only(self, key: str) -> bool:
+        """``key`` (a fingerprint or long key id) is trusted for operational records but not for data."""
+        if not (self.settings.record_secret_key_file or self.settings.record_trusted_public_key_files):
+            return False
+        cluster = self.trusted()
+        return any(f.endswith(key.upper()) and f not in cluster for f in self.record_trusted())
 
     # -- data objects: sign-then-encrypt in one gpg pass --------------------------------------------
     def sign_args(self) -> List[str]:
@@ -135,7 +176,7 @@ class Signatures:
         Raises IntegrityError (exit 4) naming ``what`` and the signer for anything else."""
         return self._verdict(_parse_status(status), what)
 
-    def _verdict(self, sigs: List[List[str]], what: str) -> Optional[str]:
+    def _verdict(self, sigs: List[List[str]], what: str, operational: bool = False) -> Optional[str]:
         if not sigs:
             if self.required:
                 raise SignatureError(f"{what} is not signed; this cluster requires a signature of a trusted key",
@@ -152,6 +193,8 @@ class Signatures:
                                      f"(key {fields[1] if len(fields) > 1 else '?'}): it was altered or forged")
             elif word == "ERRSIG":
                 key = fields[7] if len(fields) > 7 and fields[7] != "-" else (fields[1] if len(fields) > 1 else "?")
+                if self.configured and not operational and self._records_only(key):
+                    raise _records_only_error(what, key)
                 if self.configured:
                     raise SignatureError(f"{what} is signed by key {key}, which is not trusted for this cluster",
                                          hint="if it is this cluster's (new) signing key, add its public key to "
@@ -159,7 +202,9 @@ class Signatures:
                                               "belongs to another cluster")
         if signer is None:                  # ERRSIG on a host with no signing keys: cannot judge
             return None
-        if self.configured and signer not in self.trusted():
+        if self.configured and signer not in (self.record_trusted() if operational else self.trusted()):
+            if not operational and self._records_only(signer):
+                raise _records_only_error(what, signer)
             raise SignatureError(f"{what} is signed by key {signer}, which is not trusted for this cluster",
                                  hint="if it is this cluster's (new) signing key, add its public key to "
                                       "signing.trusted_public_key_files; otherwise the object is forged or belongs "
@@ -167,9 +212,10 @@ class Signatures:
         return signer
 
     # -- plain JSON: detached signatures ------------------------------------------------------------
-    def sign_detached(self, data: bytes, what: str) -> Optional[bytes]:
-        """An armored detached signature of ``data`` (None without a signing key)."""
-        fpr = self.own_fingerprint()
+    def sign_detached(self, data: bytes, what: str, operational: bool = False) -> Optional[bytes]:
+        """An armored detached signature of ``data`` (None without a signing key). ``operational``: an
+        operational record, which a restore host signs with its records-only key."""
+        fpr = self.record_fingerprint() if operational else self.own_fingerprint()
         if not fpr:
             return None
         with self._scratch(data) as path:
@@ -179,13 +225,15 @@ class Signatures:
             raise EncryptionKeyError(f"signing {what} failed: {last_line(res.stderr) or 'gpg exit ' + str(res.returncode)}")
         return res.stdout
 
-    def verify_detached(self, data: bytes, signature: Optional[bytes], what: str) -> Optional[str]:
-        """The signer of ``data`` (see :meth:`judge`); ``signature`` None means the object has none."""
+    def verify_detached(self, data: bytes, signature: Optional[bytes], what: str,
+                        operational: bool = False) -> Optional[str]:
+        """The signer of ``data`` (see :meth:`judge`); ``signature`` None means the object has none.
+        ``operational``: an operational record, for which records-only keys are trusted too."""
         if signature is None:
             return self._verdict([], what)
         if not self.configured:
             return None
-        trusted = self.trusted()
+        trusted = self.record_trusted() if operational else self.trusted()
         cache, cache_key = self.verdict_cache, None
         if cache is not None:
             cache_key = verdict_key(data, signature, trusted)
@@ -197,13 +245,21 @@ class Signatures:
         sigs = _parse_status(res.stdout.decode(errors="replace").splitlines())
         if not sigs:
             raise IntegrityError(f"{what}: its signature file is not an OpenPGP signature ({last_line(res.stderr)})")
-        signer = self._verdict(sigs, what)
+        signer = self._verdict(sigs, what, operational)
         if cache is not None and cache_key is not None and signer is not None:
             cache.put(cache_key, signer)
         return signer
 
     def _scratch(self, data: bytes) -> "_ScratchFile":
         return _ScratchFile(self.home.home, data)
+
+
+def _records_only_error(what: str, signer: str) -> SignatureError:
+    return SignatureError(f"{what} is signed by key {signer}, which is trusted for operational records only "
+                          f"(signing.record_trusted_public_key_files: a restore host's key), never for backups, "
+                          f"manifests, WAL or archive.json: forged, or that host's key was misused",
+                          hint="if it is this cluster's own (new) signing key, list it in "
+                               "signing.trusted_public_key_files instead")
 
 
 class _ScratchFile:

@@ -56,6 +56,7 @@ def signing_workdir(pg_test_base, prefix: str):
 def env(pg_test_base):
     factory, run, work, enc = signing_workdir(pg_test_base, "signing-")
     a, f, c = signing_key(work, "main"), signing_key(work, "forger"), signing_key(work, "other")
+    r = signing_key(work, "restore1")      # the restore host's own key for the records it writes
     cluster = factory("15", archive_mode="on", archive_command="", wal_level="replica")
     cluster.psql("CREATE DATABASE app")
     cluster.psql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 500) g", dbname="app")
@@ -70,14 +71,16 @@ def env(pg_test_base):
                             paths=paths, **common)
 
     e = SimpleNamespace(
-        work=work, run=run, cluster=cluster, a=a, f=f, c=c,
+        work=work, run=run, cluster=cluster, a=a, f=f, c=c, r=r,
         writer=cfg("main", "writer.yml", writes, secret_key_file=a.secret),
-        reader=cfg("main", "reader.yml", reads, trusted_public_key_files=[a.public]),
+        reader=cfg("main", "reader.yml", reads, trusted_public_key_files=[a.public], record_secret_key_file=r.secret),
         # The forger trusts the genuine key too: its wal-push accepts the archive's signed identity.
         forger=cfg("main", "forger.yml", writes, secret_key_file=f.secret, trusted_public_key_files=[a.public]),
         unsigned=cfg("main", "old-agent.yml", writes),
-        other_reader=cfg("other", "other-reader.yml", reads, trusted_public_key_files=[c.public]),
-        other_trusting_a=cfg("other", "other-trusting-a.yml", reads, trusted_public_key_files=[c.public, a.public]),
+        other_reader=cfg("other", "other-reader.yml", reads, trusted_public_key_files=[c.public],
+                         record_secret_key_file=r.secret),
+        other_trusting_a=cfg("other", "other-trusting-a.yml", reads, trusted_public_key_files=[c.public, a.public],
+                             record_secret_key_file=r.secret),
     )
     return e
 
@@ -209,9 +212,10 @@ def test_rotation_keeps_old_signatures_verifiable_and_a_readable_key_is_refused(
     new = _backup(env, rotated, "--database", "app")
     reads = {"mode": "public-key", "private_key_files": [str(Path(env.work) / "operators.sec.asc")]}
     both = write_config(env.work, "main", config_name="reader-both.yml", cluster=env.cluster, encryption=reads,
-                        signing={"trusted_public_key_files": [env.a.public, a2.public]})
+                        signing={"trusted_public_key_files": [env.a.public, a2.public],
+                                 "record_secret_key_file": env.r.secret})
     only_new = write_config(env.work, "main", config_name="reader-new.yml", cluster=env.cluster, encryption=reads,
-                            signing={"trusted_public_key_files": [a2.public]})
+                            signing={"trusted_public_key_files": [a2.public], "record_secret_key_file": env.r.secret})
     signers = {b["backup_id"]: b["signer"] for b in env.run(both, "list").data["backups"]}
     assert signers[old] == env.a.fingerprint and signers[new] == a2.fingerprint
     env.run(both, "verify", old, "--deep")
@@ -236,9 +240,11 @@ def test_signed_backup_over_s3_and_a_copy_moved_to_another_prefix(env, s3_server
                           signing={"secret_key_file": env.a.secret}, backup={"globals": False})
     reads = {"mode": "public-key", "private_key_files": [enc_sec]}
     reader = write_config(env.work, "main", s3=s3_server, config_name="s3-reader.yml", cluster=env.cluster,
-                          encryption=reads, signing={"trusted_public_key_files": [env.a.public]})
+                          encryption=reads, signing={"trusted_public_key_files": [env.a.public],
+                                                     "record_secret_key_file": env.r.secret})
     other = write_config(env.work, "other", s3=s3_server, config_name="s3-other.yml", cluster=env.cluster,
-                         encryption=reads, signing={"trusted_public_key_files": [env.c.public]})
+                         encryption=reads, signing={"trusted_public_key_files": [env.c.public],
+                                                    "record_secret_key_file": env.r.secret})
     good = _backup(env, writer, "--database", "app")
     client = s3_server.client()
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3_server.bucket, Prefix=f"main/backups/{good}/")["Contents"]]
@@ -258,7 +264,8 @@ def test_keys_check_and_config_validate_cover_the_signing_keys(env):
     rows = {h["setting"]: h for h in held}
     assert rows["signing.secret_key_file"]["keys"][0]["fingerprint"] == env.a.fingerprint
     assert rows["signing.secret_key_file"]["mode"] == "0600" and rows["signing.secret_key_file"]["owner"] == "postgres"
-    assert env.run(env.reader, "keys", "check").data["files"][-1]["setting"] == "signing.trusted_public_key_files"
+    held = [h["setting"] for h in env.run(env.reader, "keys", "check").data["files"]]
+    assert held[-2:] == ["signing.trusted_public_key_files", "signing.record_secret_key_file"], held
     assert not any("signing" in w for w in env.run(env.writer, "config", "validate").data["warnings"])
     warned = env.run(env.unsigned, "config", "validate").data["warnings"]
     assert any("no signing key configured" in w for w in warned), warned

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import give_to_pg_user, make_pg_dir, write_config
-from pgb_pitr_support import enable_archiving, scratch_dir, switch_and_wait_archived
+from conftest import free_port, give_to_pg_user, make_pg_dir, write_config
+from pgb_pitr_support import enable_archiving, remove_tree, scratch_dir, stop, switch_and_wait_archived
 from test_signing import signing_key, signing_workdir
 
 pytestmark = pytest.mark.integration
@@ -23,22 +23,25 @@ pytestmark = pytest.mark.integration
 def env(pg_test_base):
     factory, run, work, enc = signing_workdir(pg_test_base, "signed-records-")
     a = signing_key(work, "main")
+    r = signing_key(work, "restore1")          # the restore host's own key, trusted for records only
     cluster = factory("15", archive_mode="on", archive_command="", wal_level="replica")
     writes = {"mode": "public-key", "public_key_file": enc.public_file}
     reads = {"mode": "public-key", "private_key_files": [enc.secret_file]}
 
-    def cfg(config_name: str, encryption, s3=None, **signing):
+    def cfg(config_name: str, encryption, s3=None, name="main", **signing):
         state = str(make_pg_dir(Path(work) / f"state-{config_name[:-4]}"))
-        return write_config(work, "main", s3=s3, config_name=config_name, encryption=encryption, signing=signing,
+        return write_config(work, name, s3=s3, config_name=config_name, encryption=encryption, signing=signing,
                             paths={"state_dir": state}, cluster=cluster, backup={"globals": False},
                             wal={"fetch_prefetch": 0})
 
-    return SimpleNamespace(work=work, run=run, cluster=cluster, a=a, cfg=cfg, writes=writes, reads=reads,
+    return SimpleNamespace(work=work, run=run, cluster=cluster, a=a, r=r, cfg=cfg, writes=writes, reads=reads,
                            repo=Path(work) / "repo" / "main",
                            old_agent=cfg("old-agent.yml", writes),
-                           writer=cfg("writer.yml", writes, secret_key_file=a.secret),
+                           writer=cfg("writer.yml", writes, secret_key_file=a.secret,
+                                      record_trusted_public_key_files=[r.public]),
                            fresh_writer=cfg("fresh-writer.yml", writes, secret_key_file=a.secret),
-                           reader=cfg("reader.yml", reads, trusted_public_key_files=[a.public]))
+                           reader=cfg("reader.yml", reads, trusted_public_key_files=[a.public],
+                                      record_secret_key_file=r.secret))
 
 
 def _refused(res, *words: str) -> None:
@@ -187,3 +190,68 @@ def test_signed_records_over_s3(env, s3_server):
                       Body=json.dumps({"seq": seq, "record": "audit/x.json", "sha256": "0" * 64}).encode())
     res = env.run(reader, "audit", "verify", check=False)
     assert res.rc == 4 and [b["kind"] for b in res.data["audit_chain"]["breaks"]][:1] == ["forged"], res.describe()
+
+
+def test_a_restore_hosts_records_are_signed_with_its_own_key_and_trusted_for_records_only(env):
+    """DESIGN §10 (session 8). A restore host without a key for its records refuses to run (exit 8) rather
+    than chain an entry that reads as forged. With its own key (signing.record_secret_key_file) its verify
+    and pitr entries are signed with it, and the database host, trusting it for records only
+    (signing.record_trusted_public_key_files), finds the chain intact. A backup or WAL segment signed with
+    that key (what anyone holding it could forge) is refused with exit 4 naming it, even by its holder."""
+    name = "records"                                            # a prefix of its own: a chain without forgeries
+    db = env.cfg("records-db.yml", env.writes, name=name, secret_key_file=env.a.secret,
+                 record_trusted_public_key_files=[env.r.public])
+    restore = env.cfg("records-restore.yml", env.reads, name=name, trusted_public_key_files=[env.a.public],
+                      record_secret_key_file=env.r.secret)
+    keyless = env.cfg("records-keyless.yml", env.reads, name=name, trusted_public_key_files=[env.a.public])
+    strict = env.cfg("records-strict.yml", env.writes, name=name, secret_key_file=env.a.secret)
+    forger = env.cfg("records-forger.yml", env.writes, name=name, secret_key_file=env.r.secret,
+                     trusted_public_key_files=[env.a.public])
+    chain = Path(env.work) / "repo" / name / "audit" / "chain"
+    enable_archiving(env.cluster, db)
+    backup = env.run(db, "backup", "--physical", "--tier", "daily", timeout=300).data["backup_id"]
+    switch_and_wait_archived(env.cluster)
+
+    before = sorted(chain.iterdir())
+    data_dir = os.path.join(scratch_dir(), "data")
+    for args in (("pitr", "--latest", "--data-dir", data_dir, "--port", "1"), ("verify", backup)):
+        res = env.run(keyless, *args, check=False, json=False)
+        lines = res.stderr.strip().splitlines()
+        assert res.rc == 8 and len(lines) == 1 and "signing.record_secret_key_file" in lines[0], res.describe()
+    assert sorted(chain.iterdir()) == before and not os.path.exists(os.path.join(data_dir, "PG_VERSION"))
+    assert any("no signing key for the records" in w
+               for w in env.run(keyless, "config", "validate").data["warnings"])
+
+    env.run(restore, "verify", backup)
+    try:
+        env.run(restore, "pitr", "--backup-id", backup, "--latest", "--data-dir", data_dir,
+                "--port", str(free_port()), timeout=300)
+    finally:
+        stop(data_dir)
+        remove_tree(os.path.dirname(data_dir))
+    entries = [json.loads(p.read_bytes()) for p in sorted(chain.glob("*.json"))]
+    assert [e["operation"] for e in entries] == ["backup", "verify", "pitr"], entries
+    for cfg in (db, restore):
+        assert env.run(cfg, "audit", "verify").data["audit_chain"]["breaks"] == []
+    res = env.run(strict, "audit", "verify", check=False)         # a host not told about the restore host's key
+    breaks = res.data["audit_chain"]["breaks"]
+    assert res.rc == 4 and [(b["kind"], b["seq"]) for b in breaks] == [("forged", 2), ("forged", 3)], res.describe()
+    assert env.r.fingerprint in breaks[0]["message"]
+
+    forged = env.run(forger, "backup", "--tier", "daily", "--database", "postgres", timeout=300).data["backup_id"]
+    for cfg in (db, restore):
+        _refused(env.run(cfg, "verify", forged, check=False, json=False),
+                 forged, env.r.fingerprint, "operational records only")
+        assert forged in env.run(cfg, "list").data["refused"]
+    segment = switch_and_wait_archived(env.cluster)
+    obj = next(p for p in (Path(env.work) / "repo" / name / "wal").rglob(segment + "*.gpg") if ".backup" not in p.name)
+    plain = Path(scratch_dir()) / segment
+    env.run(restore, "wal-fetch", segment, str(plain), json=False)
+    give_to_pg_user(plain, 0o600)
+    obj.unlink()
+    env.run(forger, "wal-push", str(plain), json=False)
+    assert obj.exists()
+    fetched = Path(scratch_dir()) / "x"
+    _refused(env.run(restore, "wal-fetch", segment, str(fetched), check=False, json=False),
+             segment, env.r.fingerprint[-16:], "operational records only")
+    assert not fetched.exists()

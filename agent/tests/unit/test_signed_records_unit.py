@@ -25,13 +25,16 @@ JSON = PutOptions(content_type="application/json")
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("keys"))
-    return make_keypair(d, "main"), make_keypair(d, "forger")
+    return make_keypair(d, "main"), make_keypair(d, "forger"), make_keypair(d, "restore1")
 
 
 @pytest.fixture
 def repos(tmp_path, keys):
     """Repositories over one directory: ``main`` signs, ``forger`` signs with a foreign key, ``reader``
-    only trusts main's public key, ``plain`` has no signing keys (passphrase mode, old agents)."""
+    only trusts main's public key, ``plain`` has no signing keys (passphrase mode, old agents). Records-only
+    keys (DESIGN §10, session 8): ``db`` signs with main's key and trusts restore1's for records, ``restore``
+    signs its records with restore1's records-only key, ``misused`` signs with restore1's key as if it were
+    the cluster's (what a forger holding it would write with)."""
     homes = []
 
     def repo(**settings):
@@ -40,10 +43,13 @@ def repos(tmp_path, keys):
         sig = Signatures(home, SigningSettings(**settings)) if settings else None
         return Repository(LocalStorage(str(tmp_path)), "main", signatures=lambda: sig)
 
-    main, forger = keys
+    main, forger, restore = keys
     yield {"main": repo(secret_key_file=main.secret_file), "forger": repo(secret_key_file=forger.secret_file),
            "reader": repo(trusted_public_key_files=[main.public_file]),
-           "lax": repo(trusted_public_key_files=[main.public_file], require=False), "plain": repo()}
+           "lax": repo(trusted_public_key_files=[main.public_file], require=False), "plain": repo(),
+           "db": repo(secret_key_file=main.secret_file, record_trusted_public_key_files=[restore.public_file]),
+           "restore": repo(trusted_public_key_files=[main.public_file], record_secret_key_file=restore.secret_file),
+           "misused": repo(secret_key_file=restore.secret_file)}
     for home in homes:
         home.close()
 
@@ -153,3 +159,49 @@ def test_verification_history_keeps_only_trusted_records(repos):
     newest = verification_history(repos["reader"], newest=True)      # health: newest back to the newest passed
     assert [(r.backup_id, r.passed) for r in newest] == [("b1", True), ("b3", False)]
     assert len(verification_history(repos["plain"])) == 4            # no keys: names alone, as before
+
+
+def test_a_restore_hosts_audit_entries_and_verification_records_are_trusted_where_its_key_is(repos):
+    seq = 0
+    for i, who in enumerate(["db", "restore", "db", "restore"]):
+        seq = append(repos[who], _record(i), repos[who].audit_key(NOW, "backup", f"{i:06x}"), seq)
+    restore_fpr = repos["restore"]._signatures().record_fingerprint()
+    assert restore_fpr and repos["restore"]._signatures().own_fingerprint() is None
+    for who in ("db", "restore"):                     # the restore host trusts its own record key implicitly
+        report = verify(repos[who], NOW)
+        assert not report.breaks and report.head_seq == 4, (who, report.breaks)
+    breaks = verify(repos["reader"], NOW).breaks      # a host not told about restore1's key: forged entries
+    assert [(b.kind, b.seq) for b in breaks] == [("forged", 2), ("forged", 4)], breaks
+    assert restore_fpr in breaks[0].message and "not trusted" in breaks[0].message
+
+    warned = []
+    assert record_verification(repos["restore"], {"backup_id": "b1", "passed": True}, NOW, warned.append)
+    assert [r.backup_id for r in verification_history(repos["db"], warned.append)] == ["b1"] and not warned
+
+
+@pytest.mark.parametrize("verify_records_first", [False, True])
+def test_a_records_only_key_never_vouches_for_a_non_operational_record(repos, verify_records_first):
+    """archive.json or a WAL conflict record (and, in the integration test, a manifest or WAL segment) signed by
+    restore1's key: refused by the database host with exit 4 naming the signer as a records-only key, whether
+    gpg knows the key (VALIDSIG: record keys imported) or not yet (ERRSIG)."""
+    key = "main/wal/conflicts/x.json"
+    repos["misused"].put_signed(key, b'{"reason": "forged"}\n', JSON)
+    signer = repos["misused"]._signatures().own_fingerprint()
+    if verify_records_first:
+        assert repos["db"].read_signed(key, operational=True)       # as if it were an audit record: accepted
+    with pytest.raises(SignatureError) as info:
+        repos["db"].read_signed(key, f"WAL conflict record {key}")
+    message = str(info.value)
+    assert info.value.exit_code == 4 and f"WAL conflict record {key}" in message, message
+    assert "operational records only" in message and signer[-16:] in message, message
+    with pytest.raises(SignatureError, match="not trusted"):       # and a host that does not know it at all
+        repos["reader"].read_signed(key)
+
+
+def test_a_restore_host_signs_no_data_and_no_archive_identity(repos):
+    """restore1's key is never the cluster's: an encrypting gpg gets no --sign from it, and a
+    non-operational record it writes stays unsigned."""
+    sig = repos["restore"]._signatures()
+    assert sig.sign_args() == [] and sig.record_fingerprint()
+    repos["restore"].put_signed("main/wal/archive.json", b"{}\n", JSON, signature_first=False)
+    assert not repos["restore"].storage.exists("main/wal/archive.json.sig")

@@ -107,7 +107,7 @@ def read_remote(repo: Repository, since: dt.datetime, until: dt.datetime,
             stamp = info.key[len(prefix):].split("-", 1)[0]
             if low <= stamp < high and info.key.endswith(".json"):
                 try:
-                    doc = json.loads(repo.read_signed(info.key, f"audit record {info.key}"))
+                    doc = json.loads(repo.read_signed(info.key, f"audit record {info.key}", operational=True))
                 except SignatureError as exc:
                     if warn:
                         warn(f"ignoring {exc.message}")

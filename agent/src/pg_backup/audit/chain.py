@@ -51,7 +51,7 @@ def encode(record: Dict[str, Any]) -> bytes:
 def _put(repo: Repository, key: str, data: bytes) -> None:
     """The one way audit objects reach the repository: create-only (a clash raises FileExistsError),
     after their detached signature ``<key>.sig`` on a host with the cluster's signing key (docs/signing.md)."""
-    repo.put_signed(key, data, PutOptions(content_type="application/json"))
+    repo.put_signed(key, data, PutOptions(content_type="application/json"), operational=True)
 
 
 def read_entry(repo: Repository, seq: int) -> Optional[Dict[str, Any]]:
@@ -236,7 +236,7 @@ def _check_signature(repo: Repository, seq: int, raw: bytes, signed: bool, repor
     signed, else it predates signing (counted in ``unsigned_before``). Returns whether signing has begun."""
     key = repo.audit_chain_key(seq)
     try:
-        return repo.record_signer(key, raw, f"audit chain entry {key}") is not None or signed
+        return repo.record_signer(key, raw, f"audit chain entry {key}", operational=True) is not None or signed
     except SignatureError as exc:
         if signed or repo.storage.exists(key + SIGNATURE_SUFFIX):
             report.breaks.append(Break("forged", f"{exc.message}: forged, or written by someone holding only "

@@ -108,7 +108,9 @@ def keys_create_signing(*, name: str, email: Optional[str], expire: str, algorit
     text = [f"created the signing key {key.fingerprint}", *describe([key]),
             f"  secret key: {secret_out} (0600, no passphrase): only on this cluster's database host, owned by its "
             f"OS user; set signing.secret_key_file to it",
-            f"  public key: {public_out}: list it in signing.trusted_public_key_files on the restore hosts"]
+            f"  public key: {public_out}: list it in signing.trusted_public_key_files on the restore hosts",
+            f"  (a restore host's own key for the records it writes: signing.record_secret_key_file here, the public "
+            f"key in signing.record_trusted_public_key_files on the cluster's hosts)"]
     return CommandResult({"purpose": "signing", "key": key.as_dict(), "secret_key_file": secret_out,
                           "public_key_file": public_out}, text)
 

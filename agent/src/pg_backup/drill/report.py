@@ -111,5 +111,6 @@ def write_report(ctx: Context, report: Dict[str, Any]) -> Dict[str, str]:
     ctx.storage.put_bytes(prefix + "report.md", render_markdown(report, history).encode(),
                           PutOptions(content_type="text/markdown; charset=utf-8"), overwrite=False)
     data = (json.dumps(report, indent=1, sort_keys=True, default=str) + "\n").encode()
-    ctx.repo.put_signed(prefix + "report.json", data, PutOptions(content_type="application/json"))  # docs/signing.md
+    ctx.repo.put_signed(prefix + "report.json", data, PutOptions(content_type="application/json"),
+                        operational=True)  # docs/signing.md
     return report["reports"]

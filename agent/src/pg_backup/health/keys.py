@@ -58,10 +58,11 @@ def key_checks(probes: List[KeyProbe], now: dt.datetime, warn_days: int = WARN_D
     for p in probes:
         name = f"key_expiry_{p.purpose}"
         if p.key is None:
+            stops = "restores, verifications and drills" if p.purpose == "record_signing" else "backups"
             checks.append({"name": name, "status": "critical", "unit": "s", "labels": {"key": p.purpose},
-                           "message": f"{p.setting}: cannot read the key: {p.error}; backups stop with exit 8"})
+                           "message": f"{p.setting}: cannot read the key: {p.error}; {stops} stop with exit 8"})
             continue
-        status, message, left = expiry_verdict(p.key, now, warn_days, encrypts=p.purpose != "signing")
+        status, message, left = expiry_verdict(p.key, now, warn_days, encrypts="signing" not in p.purpose)
         checks.append({"name": name, "status": status, "message": f"{p.purpose} {message}", "value": left,
                        "unit": "s", "labels": {"key": p.purpose, "fingerprint": p.key.fingerprint}})
     return checks

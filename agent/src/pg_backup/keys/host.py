@@ -3,7 +3,9 @@
 with its mode, owner and what is wrong with it.
 
 Cluster signing keys join the table as two rows (``signing.secret_key_file``: secret, used to write,
-so its expiry matters; ``signing.trusted_public_key_files``: public, read-only); ``config validate``,
+so its expiry matters; ``signing.trusted_public_key_files``: public, read-only), and so do the
+records-only keys of restore hosts (``signing.record_secret_key_file``,
+``signing.record_trusted_public_key_files``); ``config validate``,
 ``health`` and ``keys check`` then cover them with no other change.
 """
 from __future__ import annotations
@@ -39,6 +41,9 @@ KEY_FILES: Tuple[KeyFile, ...] = (
     KeyFile("encryption.old_passphrase_files", "old passphrase", secret=True, openpgp=False, writes=False),
     KeyFile("signing.secret_key_file", "signing", secret=True, openpgp=True, writes=True),
     KeyFile("signing.trusted_public_key_files", "trusted signer", secret=False, openpgp=True, writes=False),
+    KeyFile("signing.record_secret_key_file", "record_signing", secret=True, openpgp=True, writes=True),
+    KeyFile("signing.record_trusted_public_key_files", "trusted record signer", secret=False, openpgp=True,
+            writes=False),
 )
 
 
@@ -117,7 +122,7 @@ def inspect_file(path: str, row: KeyFile, gpg_binary: str, now: dt.datetime, war
                               f"packets to it, which the agent refuses (exit 8); set its preferences without AEAD "
                               f"(see 'Keys' in the README)")
         if row.writes:
-            status, message, _ = expiry_verdict(key, now, warn_days, encrypts=row.purpose != "signing")
+            status, message, _ = expiry_verdict(key, now, warn_days, encrypts="signing" not in row.purpose)
             if status == "critical":
                 h.problems.append(f"{row.setting}: {message}")
             elif status == "warning":

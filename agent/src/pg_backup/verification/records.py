@@ -44,7 +44,7 @@ def record_verification(repo: Repository, document: Dict[str, Any], when: dt.dat
     key = repo.verification_key(when, document["backup_id"], bool(document["passed"]))
     try:
         repo.put_signed(key, (json.dumps(document, indent=1, sort_keys=True, default=str) + "\n").encode(),
-                        PutOptions(content_type="application/json"))
+                        PutOptions(content_type="application/json"), operational=True)
         return key
     except Exception as exc:  # the verification happened; failing to note it must not hide its result
         warn(f"cannot record the verification in the repository ({key}): {exc}")
@@ -82,7 +82,7 @@ def _trusted(repo: Repository, found: List[VerificationRecord], warn: Optional[C
     kept: List[VerificationRecord] = []
     for record in reversed(found):
         try:
-            repo.read_signed(record.key, f"verification record {record.key}")
+            repo.read_signed(record.key, f"verification record {record.key}", operational=True)
         except SignatureError as exc:
             if warn:
                 warn(f"ignoring {exc.message}")
@@ -103,7 +103,7 @@ def _drill_report_keys(repo: Repository) -> List[str]:
 
 
 def _read_report(repo: Repository, key: str) -> Any:
-    return json.loads(repo.read_signed(key, f"drill report {key}"))
+    return json.loads(repo.read_signed(key, f"drill report {key}", operational=True))
 
 
 def drill_history(repo: Repository, warn: Callable[[str], None]) -> List[Dict[str, Any]]:
