@@ -112,10 +112,13 @@ def test_restorer_credentials_are_refused_on_a_public_key_host(tmp_path, keypair
 
 
 def test_signing_keys_each_where_it_belongs_and_removed_when_no_longer_given(tmp_path, keypair, signing_keys):
-    """A database host gets its own signing secret key; when it becomes a restore host the secret goes and the
-    trusted signing public keys come; an old key dropped after a rotation goes too. Never printed."""
-    (secret, current), (_old_secret, old) = signing_keys
-    proc, out, etc = _run(tmp_path, _item(keypair, signing_secret_key=secret), "-v", "--diff")
+    """A database host gets its own signing secret key and the restore hosts' records-only public keys; when it
+    becomes a restore host the secret goes and the trusted signing public keys and its own key for its records
+    come; an old key dropped after a rotation goes too. Never printed."""
+    (secret, current), (record_secret, record_public) = signing_keys
+    old = record_public
+    db_host = dict(signing_secret_key=secret, signing_record_public_keys=[record_public])
+    proc, out, etc = _run(tmp_path, _item(keypair, **db_host), "-v", "--diff")
     assert proc.returncode == 0, out
     assert not any(line in out for line in _secret_lines(secret)), "the signing secret key was printed"
     path = etc / "pk.signing.asc"
@@ -125,27 +128,38 @@ def test_signing_keys_each_where_it_belongs_and_removed_when_no_longer_given(tmp
     assert config["signing"]["secret_key_file"] == str(path)
     assert not config["signing"].get("trusted_public_key_files")
     assert "PRIVATE KEY" not in (etc / "pk.yml").read_text() and not list(etc.glob("pk.signer-*"))
-    again, out, _err = _run(tmp_path, _item(keypair, signing_secret_key=secret))
+    record_signer = etc / "pk.record-signer-0.pub.asc"
+    assert record_signer.read_text() == record_public.strip() + "\n" and record_signer.stat().st_mode & 0o777 == 0o644
+    assert config["signing"]["record_trusted_public_key_files"] == [str(record_signer)]
+    again, out, _err = _run(tmp_path, _item(keypair, **db_host))
     assert again.returncode == 0 and "changed=0" in out, out
 
-    # The host becomes a restore host: its secret goes, the trusted public keys (current and old) come
-    proc, out, _etc = _run(tmp_path, _item(keypair, signing_trusted_public_keys=[current, old]), "-v", "--diff")
+    # The host becomes a restore host: its secret goes, the trusted public keys (current and old) and its own key
+    # for the records it writes come; the records-only public key it no longer lists goes
+    proc, out, _etc = _run(tmp_path, _item(keypair, signing_trusted_public_keys=[current, old],
+                                           signing_record_secret_key=record_secret), "-v", "--diff")
     assert proc.returncode == 0, out
-    assert not path.exists()
+    assert not any(line in out for line in _secret_lines(record_secret)), "the record signing key was printed"
+    assert not path.exists() and not record_signer.exists()
+    record_key = etc / "pk.record-signing.asc"
+    assert record_key.read_text() == record_secret.strip() + "\n"
+    assert record_key.stat().st_mode & 0o777 == 0o600 and record_key.owner() == pg.PG_OS_USER
     files = [etc / "pk.signer-0.pub.asc", etc / "pk.signer-1.pub.asc"]
     assert [f.read_text() for f in files] == [current.strip() + "\n", old.strip() + "\n"]
     for f in files:
         assert f.stat().st_mode & 0o777 == 0o644 and f.owner() == pg.PG_OS_USER
     found = [f.name for f in etc.iterdir() if "PRIVATE KEY" in f.read_text(errors="replace")]
-    assert found == [], found
+    assert found == ["pk.record-signing.asc"], found
     config = yaml.safe_load((etc / "pk.yml").read_text())
     assert config["signing"]["trusted_public_key_files"] == [str(f) for f in files]
-    assert not config["signing"].get("secret_key_file")
+    assert config["signing"]["record_secret_key_file"] == str(record_key)
+    assert not config["signing"].get("secret_key_file") and not config["signing"].get("record_trusted_public_key_files")
 
     # The old key is dropped after its backups expired: its file goes with it, the agent accepts the rest
-    proc, out, _etc = _run(tmp_path, _item(keypair, signing_trusted_public_keys=[current]))
+    proc, out, _etc = _run(tmp_path, _item(keypair, signing_trusted_public_keys=[current],
+                                           signing_record_secret_key=record_secret))
     assert proc.returncode == 0, out
-    assert files[0].exists() and not files[1].exists()
+    assert files[0].exists() and not files[1].exists() and record_key.exists()
     report = subprocess.run([str(pg.AGENT_BIN), "--config", str(etc / "pk.yml"), "--json", "config", "validate"],
                             capture_output=True, text=True, timeout=60, check=False)
     assert report.returncode == 0, report.stdout + report.stderr
@@ -156,11 +170,12 @@ def test_a_cluster_dropped_from_the_list_loses_its_files_and_nothing_else(tmp_pa
     """Two clusters, then one: the dropped cluster's configuration, credentials and keys go (not with the
     opt-out), its state directory stays, and files the role did not write are never touched."""
     (secret, _current), _old = signing_keys
-    dropped = _item(keypair, name="old", signing_secret_key=secret)
+    dropped = _item(keypair, name="old", signing_secret_key=secret, signing_record_public_keys=[_current])
     proc, out, etc = _run(tmp_path, [_item(keypair), dropped])
     assert proc.returncode == 0, out
     written = sorted(p.name for p in etc.glob("old.*"))
-    assert written == ["old.pub.asc", "old.s3-pruner", "old.s3-writer", "old.signing.asc", "old.yml"], written
+    assert written == ["old.pub.asc", "old.record-signer-0.pub.asc", "old.s3-pruner", "old.s3-writer",
+                       "old.signing.asc", "old.yml"], written
     foreign = {"old.notes": "an operator's notes\n", "other.yml": "cluster: other\n", "old.yml.bak": "x\n",
                "pk.s3-restorer": "kept: the name of a listed cluster\n"}
     for name, text in foreign.items():
