@@ -73,7 +73,13 @@ class PhysicalSettings:
     max_chain: int = opt(6, "Most incremental backups on one full backup: when the newest chain has this many, the "
                          "next physical backup is full (restore time and risk grow with the chain).",
                          minimum=1, maximum=100)
+    archive_part_mib: int = opt(256, "Store each archive of a base backup (the data directory, each tablespace) as "
+                                "objects of about this many MiB of tar stream, cut between files or inside a large "
+                                "one: a restore extracts them in parallel (restore_workers). 0 stores each archive "
+                                "as one object (a restore then has one stream per archive).", minimum=0,
+                                maximum=1048576)
     restore_workers: int = opt(0, "Objects a physical restore (pitr, verify --restore, drill) downloads and "
                                "checks, or decrypts and extracts, at the same time (each a gpg, a zstd stream and "
-                               "a tar); 0 means two per CPU (each also waits on reads and writes), at least 2 and "
-                               "at most 8.", minimum=0, maximum=64)
+                               "the writing of its files; an archive stored as parts is one job per part); 0 "
+                               "means two per CPU (each also waits on reads and writes), at least 2 and at most 8.",
+                               minimum=0, maximum=64)

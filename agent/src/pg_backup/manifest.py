@@ -13,11 +13,14 @@ from typing import Any, Callable, Dict, List, Optional
 
 from .errors import IntegrityError
 
-MANIFEST_SCHEMA_VERSION = 2
+MANIFEST_SCHEMA_VERSION = 3
 # Manifests of full backups keep schema 1, so agents from before incremental backups still read
 # them; an incremental backup's manifest is schema 2, which those agents refuse ("upgrade pg-backup")
-# instead of restoring an incremental archive as if it were a full one.
+# instead of restoring an incremental archive as if it were a full one. A backup with an archive
+# stored as several parts (``parts``) is schema 3, refused by agents that would restore only its
+# first part.
 FULL_MANIFEST_SCHEMA_VERSION = 1
+SPLIT_MANIFEST_SCHEMA_VERSION = 3
 MANIFEST_NAME = "manifest.json"
 
 def utcnow() -> dt.datetime:
@@ -135,6 +138,9 @@ class Manifest:
     next_xid: Optional[int] = None
     # Incremental physical backups only: the chain this backup belongs to (None for a full backup).
     incremental: Optional[ChainInfo] = None
+    #: Archives stored as several objects (physical/tarsplit.py): first object's name -> the parts in
+    #: order, each {"object", "index", "offset", "size", "resume"} (layout.archive_parts reads them).
+    parts: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
     extra: Dict[str, Any] = field(default_factory=dict)
     schema_version: int = FULL_MANIFEST_SCHEMA_VERSION
@@ -142,6 +148,8 @@ class Manifest:
     def __post_init__(self) -> None:
         if self.incremental is not None:
             self.schema_version = max(self.schema_version, 2)
+        if self.parts:
+            self.schema_version = max(self.schema_version, SPLIT_MANIFEST_SCHEMA_VERSION)
 
     @property
     def started(self) -> dt.datetime:
@@ -187,6 +195,8 @@ class Manifest:
 
     def to_json(self) -> bytes:
         doc = dataclasses.asdict(self)
+        if not doc["parts"]:
+            del doc["parts"]                # manifests without parts stay readable by older agents
         versions = {o["name"]: o["version_id"] for o in doc["objects"] if o["version_id"]}
         for o in doc["objects"]:
             del o["version_id"]

@@ -28,8 +28,9 @@ from ..wal.names import format_lsn, wal_range
 from .archiving import check_archiving_configured, secure_backup_wal, start_backup_wal_push
 from .config_files import config_archive
 from .incremental import SHA_KEY, Decision, ManifestCopy, decide
-from .layout import BASE_OBJECT, CONFIG_OBJECT, object_for
+from .layout import BASE_OBJECT, CONFIG_OBJECT, ENCRYPTED_SUFFIX, object_for, part_name, split_records
 from .stream import MIN_INCREMENTAL_MAJOR, MIN_SERVER_MAJOR, BaseBackupStream, TablespaceHeader
+from .tarsplit import TarSplitter
 
 MAX_RATE_RANGE = (32, 1048576)  # what the server accepts for MAX_RATE (kB/s)
 
@@ -80,6 +81,29 @@ def _store_small(ctx: Context, backup_id: str, name: str, role: str, source: Bin
                            what=f"{backup_id}/{name}", level=compression.level, threads=compression.threads,
                            options=options)
     return StoredObject(name, role, res.size, res.sha256, res.raw_size, version_id=res.version_id)
+
+
+def _store_archive(ctx: Context, stream: BaseBackupStream, backup_id: str, name: str, role: str,
+                   options: Any) -> Tuple[List[StoredObject], List[Dict[str, Any]]]:
+    """One tar archive of the stream as objects of at most ``physical.archive_part_mib`` each (tarsplit.py):
+    the stored objects, and the manifest's ``parts`` record when there is more than one."""
+    compression, progress = ctx.settings.compression, ctx.progress
+    splitter = TarSplitter(stream, ctx.settings.physical.archive_part_mib << 20, f"{backup_id}/{name}")
+    stored: List[StoredObject] = []
+    while True:
+        part = splitter.next_part()
+        if part is None:
+            break
+        obj = part_name(name, part.index)
+        if part.index > 1:
+            progress.stage(f"storing {obj} (part {part.index}, from byte {part.offset} of {name[:-len(ENCRYPTED_SUFFIX)]})")
+        result = store_stream(part, ctx.storage, ctx.repo.object_key(backup_id, obj), ctx.gpg,
+                              what=f"{backup_id}/{obj}", level=compression.level, threads=compression.threads,
+                              options=options,
+                              progress=lambda phase, n, base=part.offset: progress.bytes(phase, base + n))
+        stored.append(StoredObject(obj, role, result.size, result.sha256, result.raw_size,
+                                   version_id=result.version_id))
+    return stored, (split_records(name, [p.record() for p in splitter.parts]) if splitter.split else [])
 
 
 def check_max_rate(value: int) -> int:
@@ -182,10 +206,10 @@ def run_physical_backup(ctx: Context, tier: str, mode: str = "never") -> Manifes
         progress.stage(f"full backup: {decision.reason}")
     progress.stage(checkpoint_wait(checkpoint, *facts["checkpoint"]))
     options = ctx.put_options(tier, "physical")
-    level, threads = settings.compression.level, settings.compression.threads
     objects: List[StoredObject] = []
     pending: List["Future[StoredObject]"] = []
     tablespaces: List[Dict[str, Any]] = []
+    parts: Dict[str, List[Dict[str, Any]]] = {}
     server_started = facts["now"]
     copy = ManifestCopy(ctx, backup_id, keep_copy=info.major >= MIN_INCREMENTAL_MAJOR)
     small = ThreadPoolExecutor(2, thread_name_prefix="pgb-small-object")
@@ -209,18 +233,17 @@ def run_physical_backup(ctx: Context, tier: str, mode: str = "never") -> Manifes
                     pending.append(small.submit(_store_small, ctx, backup_id, name, role, spool, options))
                     continue
                 progress.expect(stream.sizes.get(oid), "server's estimate")
-                result = store_stream(stream, ctx.storage, ctx.repo.object_key(backup_id, name), ctx.gpg,
-                                      what=f"{backup_id}/{name}", level=level, threads=threads, options=options,
-                                      progress=progress.bytes)
-                objects.append(StoredObject(name, role, result.size, result.sha256, result.raw_size,
-                                            version_id=result.version_id))
+                stored, records = _store_archive(ctx, stream, backup_id, name, role, options)
+                objects.extend(stored)
+                if records:
+                    parts[name] = records
                 if oid is not None:
                     tablespaces.append({"oid": oid, "name": facts["tablespaces"].get(oid), "object": name,
                                         "location": head[1] or locations.get(oid)})
             stop_lsn, stop_timeline = stream.finish()
         finally:
             stream.close()
-        manifest = _finish(ctx, backup_id, tier, started, info, fingerprint, facts, decision, objects, tablespaces,
+        manifest = _finish(ctx, backup_id, tier, started, info, fingerprint, facts, decision, objects, tablespaces, parts,
                            databases, start_lsn, timeline, stop_lsn, stop_timeline, heads, copy, options, archive,
                            server_started, small, pending)
         kept = copy.keep()
@@ -235,6 +258,7 @@ def run_physical_backup(ctx: Context, tier: str, mode: str = "never") -> Manifes
 
 def _finish(ctx: Context, backup_id: str, tier: str, started: Any, info: Any, fingerprint: str,
             facts: Dict[str, Any], decision: Decision, objects: List[StoredObject], tablespaces: List[Dict[str, Any]],
+            parts: Dict[str, List[Dict[str, Any]]],
             databases: Any, start_lsn: int, timeline: int, stop_lsn: int, stop_timeline: int,
             heads: List[TablespaceHeader], copy: ManifestCopy, options: Any, archive: Any,
             server_started: Any, small: ThreadPoolExecutor, pending: List["Future[StoredObject]"]) -> Manifest:
@@ -242,7 +266,7 @@ def _finish(ctx: Context, backup_id: str, tier: str, started: Any, info: Any, fi
     objects (``pending``) are stored meanwhile; the commit waits for every one of them."""
     settings, progress = ctx.settings, ctx.progress
     roles = [o.role for o in objects] + ["backup_manifest"] * len(pending)
-    if roles.count("base") != 1 or roles.count("backup_manifest") != 1 or len(tablespaces) != len(heads):
+    if BASE_OBJECT not in (o.name for o in objects) or roles.count("backup_manifest") != 1 or len(tablespaces) != len(heads):
         raise PostgresError(f"base backup of {backup_id} is incomplete: the server sent {', '.join(roles) or 'nothing'}"
                             f" for {len(heads)} extra tablespace(s)")
     segment_size = facts["segment_size"]
@@ -284,7 +308,7 @@ def _finish(ctx: Context, backup_id: str, tier: str, started: Any, info: Any, fi
                    for d in databases],
         timeline=timeline, start_lsn=format_lsn(start_lsn), stop_lsn=format_lsn(stop_lsn), start_wal=start_wal,
         stop_wal=stop_wal, wal_segment_size=segment_size, tablespaces=sorted(tablespaces, key=lambda t: t["oid"]),
-        stop_time=stop_time, next_xid=next_xid, incremental=chain,
+        stop_time=stop_time, next_xid=next_xid, incremental=chain, parts=parts,
         notes=notes + [f"WAL {start_wal} .. {stop_wal} archived"], extra=extra)
     ctx.repo.commit_manifest(manifest, options)
     kind = f"incremental (depth {chain.depth}, parent {chain.parent})" if chain else "full"
