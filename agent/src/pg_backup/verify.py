@@ -190,15 +190,16 @@ def _run_verifybackup(ctx: Context, cmd: List[str], data_dir: str) -> List[str]:
 
 def _extract_for_verify(ctx: Context, manifest: Manifest, data_dir: str) -> None:
     from .physical.layout import BACKUP_MANIFEST_OBJECT, BASE_OBJECT
-    from .recovery.archives import extract_archive
+    from .recovery.archives import Checked, archive_extractions, extract_all
 
-    timer, storage = PhaseTimer(), ctx.storage
     key = lambda name: ctx.repo.object_key(manifest.backup_id, name)  # noqa: E731
-    extract_archive(ctx, storage, key(BASE_OBJECT), manifest, BASE_OBJECT, data_dir, timer, ctx.progress)
+    jobs = archive_extractions(manifest, BASE_OBJECT, data_dir)
     for ts in manifest.tablespaces:
         dest = os.path.join(data_dir, "pg_tblspc", str(ts["oid"]))
         os.makedirs(dest, mode=0o700, exist_ok=True)
-        extract_archive(ctx, storage, key(ts["object"]), manifest, ts["object"], dest, timer, ctx.progress)
+        jobs += archive_extractions(manifest, ts["object"], dest)
+    where = {(manifest.backup_id, j.name): (ctx.storage, key(j.name)) for j in jobs}
+    extract_all(ctx, Checked(where), jobs, PhaseTimer(), ctx.progress, writeback=False)
     for other in (o for o in manifest.objects if o.role == "config"):
         size = drain(iter_plaintext(ctx.storage, key(other.name), ctx.gpg, manifest.encryption.fingerprint,
                                     what=f"{manifest.backup_id}/{other.name}", expected_sha256=other.sha256))

@@ -21,13 +21,19 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Ty
 
 from ..context import Context
 from ..errors import IntegrityError
-from ..manifest import Manifest
+from ..manifest import Manifest, StoredObject
 from ..pipeline import iter_plaintext, verify_stored
 from ..pipes import widen
 from ..progress import PhaseTimer, Progress, human_bytes
 from ..storage.base import Storage
 from ..storage.local import LocalStorage
+from ..physical.layout import archive_parts
+from ..tarstream import Resume
 from .durable import Writeback
+from .untar import Deferred, TarWriter
+
+#: Objects that are archives of the server's base backup stream (extracted in this process: untar.py).
+SERVER_ARCHIVE_ROLES = ("base", "tablespace")
 
 #: The automatic ``physical.restore_workers`` (0): two per CPU within these bounds. Each extraction is
 #: a gpg, a zstd stream and a tar that also wait on reads and writes, so two per CPU keep the CPUs busy
@@ -130,11 +136,29 @@ def checked_objects(ctx: Context, wanted: Sequence[Tuple[Manifest, str]], spool_
 
 @dataclass
 class Extraction:
-    """One archive to decrypt, decompress and untar into ``dest``."""
+    """One object to decrypt, decompress and untar into ``dest``: an archive of the base backup stream
+    or a part of one (``resume``: where in a file the part starts; ``last``: its archive's last part),
+    extracted in this process (untar.py), or another tar (config.tar), extracted by GNU tar."""
 
     manifest: Manifest
     name: str
     dest: str
+    resume: Optional[Resume] = None
+    last: bool = True
+
+    @property
+    def server_archive(self) -> bool:
+        return self.manifest.object_named(self.name).role in SERVER_ARCHIVE_ROLES
+
+
+def archive_extractions(manifest: Manifest, first: str, dest: str) -> List[Extraction]:
+    """The extractions of archive ``first`` (base.tar or a tablespace's) into ``dest``: one per part."""
+    return [Extraction(manifest, p.name, dest, p.resume, p.last) for p in archive_parts(manifest, first)]
+
+
+def archive_objects(manifest: Manifest, first: str) -> List[str]:
+    """The object names of archive ``first``, in order (every part of it)."""
+    return [p.name for p in archive_parts(manifest, first)]
 
 
 def extract_all(ctx: Context, checked: Checked, jobs: Sequence[Extraction], timer: PhaseTimer,
@@ -145,14 +169,22 @@ def extract_all(ctx: Context, checked: Checked, jobs: Sequence[Extraction], time
     False for scratch copies that are read once and removed."""
     t0 = time.monotonic()
     timers = [PhaseTimer() for _ in jobs]
+    deferred = Deferred()
 
     def job(i: int) -> int:
-        storage, key = checked.source(jobs[i].manifest, jobs[i].name)
-        return extract_archive(ctx, storage, key, jobs[i].manifest, jobs[i].name, jobs[i].dest, timers[i], progress)
+        j = jobs[i]
+        storage, key = checked.source(j.manifest, j.name)
+        if j.server_archive:
+            writer = TarWriter(j.dest, f"{j.manifest.backup_id}/{j.name}", deferred, resume=j.resume, last=j.last)
+            return extract_archive(ctx, storage, key, j.manifest, j.name, j.dest, timers[i], progress, writer)
+        return extract_archive(ctx, storage, key, j.manifest, j.name, j.dest, timers[i], progress)
 
+    # The largest first: with more parts than workers, the long ones must not be left for the end.
+    order = sorted(range(len(jobs)), key=lambda i: -jobs[i].manifest.object_named(jobs[i].name).raw_size)
     with Writeback(sorted({j.dest for j in jobs}) if writeback else []):   # overlaps extraction (durable.py)
-        total = sum(run_parallel([lambda i=i: job(i) for i in range(len(jobs))],  # type: ignore[misc]
+        total = sum(run_parallel([lambda i=i: job(i) for i in order],  # type: ignore[misc]
                                  restore_workers(ctx.settings)))
+        deferred.apply()
     wall = time.monotonic() - t0
     spent = sum(sum(t.phases.values()) for t in timers)
     scale = wall / spent if spent > 0 else 0.0
@@ -163,13 +195,16 @@ def extract_all(ctx: Context, checked: Checked, jobs: Sequence[Extraction], time
 
 
 def extract_archive(ctx: Context, storage: Storage, key: str, manifest: Manifest, name: str, dest: str,
-                    timer: PhaseTimer, progress: Progress) -> int:
-    """Decrypt, decompress and untar one archive into ``dest`` (GNU tar reading a pipe: no
-    plaintext file besides the extracted data itself)."""
+                    timer: PhaseTimer, progress: Progress, writer: Optional[TarWriter] = None) -> int:
+    """Decrypt, decompress and untar one object into ``dest``: by ``writer`` in this process (an
+    archive of the server's stream, or a part of one), else by GNU tar reading a pipe. No plaintext
+    file besides the extracted data itself."""
     obj = manifest.object_named(name)
     what = f"{manifest.backup_id}/{name}"
     progress.stage(f"extracting {what} into {dest}")
     progress.expect(obj.raw_size)
+    if writer is not None:
+        return _extract_here(ctx, storage, key, manifest, obj, what, writer, timer, progress)
     tar = shutil.which("tar") or "/bin/tar"
     errors = tempfile.TemporaryFile()
     proc = subprocess.Popen([tar, "-x", "-f", "-", "-C", dest, "--no-same-owner", "--no-same-permissions"],
@@ -214,4 +249,28 @@ def extract_archive(ctx: Context, storage: Storage, key: str, manifest: Manifest
     elapsed = time.monotonic() - t0
     timer.add("decrypt_decompress", elapsed - blocked)
     timer.add("extract", blocked)
+    return total
+
+
+def _extract_here(ctx: Context, storage: Storage, key: str, manifest: Manifest, obj: StoredObject, what: str,
+                  writer: TarWriter, timer: PhaseTimer, progress: Progress) -> int:
+    t0 = time.monotonic()
+    written = 0.0
+    total = 0
+    try:
+        for block in iter_plaintext(storage, key, ctx.gpg, manifest.encryption.fingerprint, what=what,
+                                    expected_sha256=obj.sha256):
+            w0 = time.monotonic()
+            writer.write(block)
+            written += time.monotonic() - w0
+            total += len(block)
+            progress.bytes("extract", total)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    if total != obj.raw_size:
+        raise IntegrityError(f"{what}: decompressed to {total} bytes, the manifest says {obj.raw_size}")
+    timer.add("decrypt_decompress", time.monotonic() - t0 - written)
+    timer.add("extract", written)
     return total

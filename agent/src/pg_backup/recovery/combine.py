@@ -31,7 +31,8 @@ from ..physical.layout import BACKUP_MANIFEST_OBJECT, BASE_OBJECT
 from ..pipeline import copy_plaintext_to, iter_plaintext
 from ..postgres.tools import require_same_major_tool
 from ..progress import PhaseTimer, Progress, human_bytes
-from .archives import Checked, Extraction, checked_objects, extract_all, restore_workers, run_parallel
+from .archives import (Checked, Extraction, archive_extractions, archive_objects, checked_objects, extract_all,
+                       restore_workers, run_parallel)
 from .durable import Writeback
 
 COMBINE = "pg_combinebackup"
@@ -77,7 +78,8 @@ def check_space(ctx: Context, chain: Sequence[Manifest], where: str) -> None:
 
 
 def _member_objects(m: Manifest) -> List[str]:
-    return [BASE_OBJECT, BACKUP_MANIFEST_OBJECT] + [t["object"] for t in m.tablespaces]
+    return [n for first in [BASE_OBJECT] + [t["object"] for t in m.tablespaces] for n in archive_objects(m, first)] \
+        + [BACKUP_MANIFEST_OBJECT]
 
 
 def _write_plain(ctx: Context, checked: Checked, m: Manifest, name: str, path: str) -> None:
@@ -100,11 +102,11 @@ def _stage_members(ctx: Context, chain: Sequence[Manifest], checked: Checked, wo
         data = os.path.join(work, f"member-{n}")
         os.mkdir(data, 0o700)
         dirs.append(data)
-        jobs.append(Extraction(m, BASE_OBJECT, data))
+        jobs.extend(archive_extractions(m, BASE_OBJECT, data))
         for ts in m.tablespaces:
             dest = os.path.join(work, f"member-{n}-ts", str(ts["oid"]))
             os.makedirs(dest, mode=0o700)
-            jobs.append(Extraction(m, ts["object"], dest))
+            jobs.extend(archive_extractions(m, ts["object"], dest))
     # The members are scratch copies, except where pg_combinebackup (18+) may hard-link their files into
     # the output: only then is writing them back now work the final sync does not have to do again.
     restored = extract_all(ctx, checked, jobs, timer, progress,

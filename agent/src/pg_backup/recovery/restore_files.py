@@ -23,7 +23,7 @@ from ..manifest import Manifest
 from ..physical.layout import BASE_OBJECT
 from ..progress import PhaseTimer, Progress
 from ..storage.local import fsync_dir
-from .archives import Extraction, checked_objects, extract_all
+from .archives import Extraction, archive_extractions, archive_objects, checked_objects, extract_all
 from .chain import load_chain
 from .combine import check_space, combine_chain
 from .datadir import make_tablespace_dirs, prepare_data_dir
@@ -48,7 +48,8 @@ def _moved_note(moved: Optional[str], data_dir: str, notes: List[str], progress:
 def _restore_full(ctx: Context, manifest: Manifest, data_dir: str, planned: List[Dict[str, Any]], stamp: str,
                   notes: List[str], timer: PhaseTimer, progress: Progress) -> Tuple[int, Optional[str]]:
     config_obj = next((o.name for o in manifest.objects if o.role == "config"), None)
-    names = [BASE_OBJECT] + [t["object"] for t in planned] + ([config_obj] if config_obj else [])
+    names = [n for first in [BASE_OBJECT] + [t["object"] for t in planned] for n in archive_objects(manifest, first)]
+    names += [config_obj] if config_obj else []
     restored = 0
     moved = None
     try:
@@ -58,8 +59,8 @@ def _restore_full(ctx: Context, manifest: Manifest, data_dir: str, planned: List
             moved = prepare_data_dir(data_dir, stamp)
             _moved_note(moved, data_dir, notes, progress)
             make_tablespace_dirs(planned)
-            jobs = [Extraction(manifest, BASE_OBJECT, data_dir)] + \
-                [Extraction(manifest, t["object"], t["restored_to"]) for t in planned]
+            jobs = archive_extractions(manifest, BASE_OBJECT, data_dir) + \
+                [j for t in planned for j in archive_extractions(manifest, t["object"], t["restored_to"])]
             restored = extract_all(ctx, checked, jobs, timer, progress)
             if not os.path.exists(os.path.join(data_dir, "postgresql.conf")):
                 if config_obj is None:
