@@ -722,6 +722,9 @@ def write_config(workdir: Union[str, Path], name: Any = "main", cluster: Optiona
     else:
         cfg["encryption"] = _merge({"mode": "passphrase", "passphrase_file": str(passphrase)}, encryption)
     cfg["paths"] = {"state_dir": str(workdir / "state")}
+    # Small parts, so every physical test stores (and restores) its archives as several objects; the
+    # production default (256 MiB) would leave a test cluster's base.tar in one.
+    cfg["physical"] = {"archive_part_mib": 8}
 
     _merge(cfg, sections)
     if repository_overrides:

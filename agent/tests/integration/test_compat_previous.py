@@ -38,6 +38,12 @@ from pgb_pitr_support import connect, remove_tree, scratch_dir, stop, switch_and
 
 pytestmark = pytest.mark.integration
 
+
+def _old_config(*args, **kwargs):
+    """write_config for the previous agent too, which does not know physical.archive_part_mib."""
+    kwargs["physical"] = dict(kwargs.get("physical") or {}, archive_part_mib=None)
+    return write_config(*args, **kwargs)
+
 # The last commit before the issue-9 restructuring (the agent's upper half moved into packages):
 # everything the restructured agent prints and stores must match what this version prints and stores.
 PREVIOUS_VERSION_COMMIT = "c32f2f15651c36132f0fd951190ff42ffaa67e24"
@@ -112,7 +118,7 @@ def _old_repository(factory: ClusterFactory, work: WorkDir, old: AgentRunner, ne
     cluster = factory("15", archive_mode="on", archive_command="", wal_level="replica")
     # No resident uploader: every segment is stored by the wal-push PostgreSQL called, so the WAL
     # written before the switch is the previous agent's and the WAL after it the current one's.
-    cfg = write_config(work, "compat", cluster=cluster, physical={"checkpoint": "fast"},
+    cfg = _old_config(work, "compat", cluster=cluster, physical={"checkpoint": "fast"},
                        wal={"uploader_idle_seconds": 0})
     cluster.psql(f"ALTER SYSTEM SET archive_command = '{previous_agent} --config {cfg} --quiet wal-push %p'; "
                  "SELECT pg_reload_conf()")
@@ -187,7 +193,7 @@ def test_cli_surface_extends_the_previous_version(agents):
     """Every --help (top level, each command, each config action), --version, exit-codes,
     config reference and usage errors: the same exit codes, every command, option, key and message."""
     old, new, work = agents
-    cfg = write_config(work, "surface")
+    cfg = _old_config(work, "surface")
     top = old(cfg, "--help", json=False)
     commands = subcommands(top.stdout)
     assert top.rc == 0 and len(commands) >= 10 and "wal-push" in commands and "config" in commands, top.describe()
@@ -208,8 +214,8 @@ def test_configuration_errors_are_compatible(agents):
     """config validate (text and JSON) on a valid file, a file with many problems, a missing file
     and broken YAML, and a command run with each: the same problems, messages and exit codes."""
     old, new, work = agents
-    good = write_config(work, "surface", config_name="good.yml")
-    bad = write_config(work, "bad name!", config_name="bad.yml", retention={"daily_days": "thirty", "hourly": 3},
+    good = _old_config(work, "surface", config_name="good.yml")
+    bad = _old_config(work, "bad name!", config_name="bad.yml", retention={"daily_days": "thirty", "hourly": 3},
                        encryption={"mode": "rot13"}, repository_overrides={"type": "ftp"}, bogus_section={"x": 1})
     missing = str(work / "missing.yml")
     broken_yaml = str(write_pg_file(work / "broken.yml", "cluster: [unclosed\n"))
@@ -317,7 +323,7 @@ def test_current_agent_keeps_archiving_into_the_old_archive(old_repo):
     archive.json itself): PostgreSQL reports the new segments archived, none failed, and list shows
     one unbroken window from the old physical backup to them."""
     work = old_repo.work
-    cfg = write_config(work, "compat", cluster=old_repo.cluster, config_name="current.yml",
+    cfg = _old_config(work, "compat", cluster=old_repo.cluster, config_name="current.yml",
                        physical={"checkpoint": "fast"}, wal={"uploader_idle_seconds": 0},
                        paths={"state_dir": str(work / "state-current")})
     cluster = old_repo.cluster
@@ -348,7 +354,7 @@ def test_current_agent_keeps_archiving_into_the_old_archive(old_repo):
 def test_s3_repository_of_the_previous_version(old_repo, s3_server_session):
     """On S3 (moto) too: the previous agent's object keys and metadata are read by the current one."""
     s3_server = S3Bucket(s3_server_session.start())  # a few KB: not emptied afterwards
-    cfg = write_config(old_repo.work, "compat-s3", cluster=old_repo.cluster, s3=s3_server, config_name="s3.yml")
+    cfg = _old_config(old_repo.work, "compat-s3", cluster=old_repo.cluster, s3=s3_server, config_name="s3.yml")
     backup_id = old_repo.old(cfg, "backup", "--tier", "weekly", "--database", "crm").data["backup_id"]
     env = {"PG_BACKUP_TEST_NOW": old_repo.clock}
     for args, as_json in ((["list"], True), (["list"], False), (["show", backup_id], True)):

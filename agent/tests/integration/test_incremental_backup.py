@@ -64,7 +64,7 @@ def test_chain_of_a_full_and_two_incrementals(major, make_cluster, workdir, writ
     assert m["schema_version"] == 2 and m["incremental"]["parent_stop_lsn"] == first["stop_lsn"]
     assert any("incremental to " + first["backup_id"] in n for n in m["notes"])
     full_m = _manifest(workdir, "incr", full["backup_id"])
-    assert full_m["schema_version"] == 1 and len(full_m["extra"]["backup_manifest_sha256"]) == 64
+    assert full_m["schema_version"] == (3 if full_m.get("parts") else 1) and len(full_m["extra"]["backup_manifest_sha256"]) == 64
 
     # The newest backup's plaintext backup_manifest is kept, private, for the next incremental backup.
     kept = workdir / "state" / "backup-manifests" / "incr"
@@ -233,7 +233,8 @@ def test_auto_on_postgresql_15_takes_a_full_backup_and_always_refuses(make_clust
     res = run_agent(cfg, "backup", "--physical", json=False)
     assert "full, not incremental: PostgreSQL 15" in res.stdout and "(they need 17 or newer)" in res.stdout
     [m] = [_manifest(workdir, "old", b) for b in _backup_ids(workdir, "old")]
-    assert m["incremental"] is None and m["schema_version"] == 1 and "PostgreSQL 15" in m["extra"]["full_reason"]
+    assert m["incremental"] is None and m["schema_version"] == (3 if m.get("parts") else 1)
+    assert "PostgreSQL 15" in m["extra"]["full_reason"]
     assert not (workdir / "state" / "backup-manifests").exists()  # nothing to keep below 17
     always = write_config(workdir, "old", cluster=cluster, config_name="always.yml",
                           physical={"checkpoint": "fast", "incremental": "always"})

@@ -102,7 +102,7 @@ def test_deep_verify_runs_pg_verifybackup_and_catches_a_changed_file(make_cluste
     """A base archive that decrypts, decompresses and matches its SHA-256 but holds a data file that
     differs from PostgreSQL's backup_manifest (as a bug in the pipeline would make it) fails --deep."""
     cluster = make_cluster("15", archive_mode="on", archive_command="", wal_level="replica")
-    cfg = write_config(workdir, "tamper", cluster=cluster, physical={"checkpoint": "fast"})
+    cfg = write_config(workdir, "tamper", cluster=cluster, physical={"checkpoint": "fast", "archive_part_mib": 0})
     enable_archiving(cluster, cfg)
     _fill(cluster)
     backup_id = run_agent(cfg, "backup", "--physical").data["backup_id"]
