@@ -66,6 +66,46 @@ def passphrase_fingerprint(passphrase: str) -> str:
     return "scrypt:" + digest.hex()
 
 
+HOME_PREFIX = "pgb-gpg-"
+
+
+def sweep_stale_homes(parent: Optional[str] = None) -> List[str]:
+    """Remove the private GnuPG homes (and stop the agents) of this user's agent processes that died
+    without closing theirs: killed by SIGKILL or the OOM killer, they would leave imported secret keys
+    (a restore's decryption key, a signing key) in the temporary directory for good. A home is named
+    ``pgb-gpg-<pid>-<random>``; it is removed only when it belongs to this user and no process has that
+    pid any more (a live process's home is never touched; homes of agents before the pid was in the
+    name are left alone; a process of another pid namespace sharing this directory would look dead:
+    give such hosts a private temporary directory, as systemd's PrivateTmp does). Returns the homes
+    removed."""
+    parent = parent or tempfile.gettempdir()
+    removed: List[str] = []
+    try:
+        names = [n for n in os.listdir(parent) if n.startswith(HOME_PREFIX)]
+    except OSError:
+        return removed
+    uid = os.getuid()
+    for name in names:
+        pid_text, _, rest = name[len(HOME_PREFIX):].partition("-")
+        path = os.path.join(parent, name)
+        try:
+            if not (pid_text.isdigit() and rest) or os.lstat(path).st_uid != uid:
+                continue
+            os.kill(int(pid_text), 0)
+            continue                            # that process still runs
+        except ProcessLookupError:
+            pass
+        except OSError:                         # gone already, or a pid of another user: not ours to judge
+            continue
+        gpgconf = shutil.which("gpgconf")
+        if gpgconf and os.path.exists(os.path.join(path, "private-keys-v1.d")):
+            subprocess.run([gpgconf, "--homedir", path, "--kill", "gpg-agent"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
 class GpgHome:
     """A private, temporary GnuPG home (0700) and the gpg that runs in it; removed by :meth:`close`
     (with the gpg-agent a secret-key import started)."""
@@ -75,7 +115,8 @@ class GpgHome:
         if not os.path.exists(self.binary):
             raise UsageError(f"GnuPG executable {gpg_binary!r} not found",
                              hint="install the gnupg package or set encryption.gpg_binary")
-        self.home = tempfile.mkdtemp(prefix="pgb-gpg-")
+        sweep_stale_homes()
+        self.home = tempfile.mkdtemp(prefix=f"{HOME_PREFIX}{os.getpid()}-")
         os.chmod(self.home, 0o700)
 
     def close(self) -> None:
