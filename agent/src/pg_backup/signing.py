@@ -27,7 +27,7 @@ import os
 import stat
 import tempfile
 import threading
-from typing import List, Optional, Set
+from typing import Dict, List, Optional, Set
 
 from .config_signing import SigningSettings
 from .errors import EncryptionKeyError, IntegrityError
@@ -58,11 +58,9 @@ class Signatures:
         self.home = home
         self.settings = settings
         self._lock = threading.Lock()
-        self._own: Optional[str] = None
-        self._own_loaded = False
+        #: Primary fingerprints of the secret keys imported so far, by setting name (None: not set).
+        self._secrets: Dict[str, Optional[str]] = {}
         self._trusted: Optional[Set[str]] = None
-        self._record: Optional[str] = None
-        self._record_loaded = False
         self._record_trusted: Optional[Set[str]] = None
         #: Optional :class:`~pg_backup.signing_cache.VerdictCache` of positive detached-signature verdicts.
         self.verdict_cache: Optional[VerdictCache] = None
@@ -80,25 +78,20 @@ class Signatures:
     def own_fingerprint(self) -> Optional[str]:
         """The primary fingerprint of this cluster's signing key (imported on first use), or None when
         this host has none (a restore host)."""
-        with self._lock:
-            if not self._own_loaded:
-                path = self.settings.secret_key_file
-                self._own = self._import_secret(path, "signing.secret_key_file") if path else None
-                self._own_loaded = True
-            return self._own
+        return self._secret("secret_key_file")
 
     def record_fingerprint(self) -> Optional[str]:
         """The key this host signs operational records with: the cluster's own key on a database host,
         else this host's records-only key (``signing.record_secret_key_file``, restore hosts), else None."""
-        own = self.own_fingerprint()
-        if own:
-            return own
+        return self.own_fingerprint() or self._secret("record_secret_key_file")
+
+    def _secret(self, setting: str) -> Optional[str]:
+        """The fingerprint of the secret key file in ``signing.<setting>``, imported on first use."""
         with self._lock:
-            if not self._record_loaded:
-                path = self.settings.record_secret_key_file
-                self._record = self._import_secret(path, "signing.record_secret_key_file") if path else None
-                self._record_loaded = True
-            return self._record
+            if setting not in self._secrets:
+                path = getattr(self.settings, setting)
+                self._secrets[setting] = self._import_secret(path, f"signing.{setting}") if path else None
+            return self._secrets[setting]
 
     def _import_secret(self, path: str, where: str) -> str:
         try:
