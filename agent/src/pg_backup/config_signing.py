@@ -36,7 +36,8 @@ class SigningSettings:
                                                      "(exit 4).")
     require: bool = opt(True, "When the cluster's signing keys are configured (secret_key_file or "
                         "trusted_public_key_files), readers (restore, pitr, wal-fetch, verify, drill) refuse "
-                        "objects without a good signature of a trusted key (exit 4); '--allow-unsigned' on the command (audited) admits objects written before "
+                        "objects without a good signature of a trusted key (exit 4); '--allow-unsigned' on the "
+                        "command (audited) admits objects written before "
                         "signing was enabled. false admits unsigned objects, never foreign-signed ones.")
 
     def problems(self) -> List[str]:
@@ -45,8 +46,7 @@ class SigningSettings:
         if self.secret_key_file and self.record_secret_key_file:
             problems.append("signing.record_secret_key_file: a host with the cluster's signing key "
                             "(signing.secret_key_file) signs its records with it; set only one of the two")
-        cluster_keys = self.secret_key_file or self.trusted_public_key_files
-        if (self.record_secret_key_file or self.record_trusted_public_key_files) and not cluster_keys:
+        if (self.record_secret_key_file or self.record_trusted_public_key_files) and not self.configured:
             problems.append("signing.record_secret_key_file / record_trusted_public_key_files: need the cluster's "
                             "own keys too (signing.secret_key_file on database hosts, signing.trusted_public_key_files "
                             "on restore hosts): records-only keys never vouch for backups")
@@ -57,11 +57,16 @@ class SigningSettings:
         """The cluster's signing keys are configured: readers judge signatures."""
         return bool(self.secret_key_file or self.trusted_public_key_files)
 
+    @property
+    def records_key_missing(self) -> bool:
+        """Signatures are required here, yet this host has no key to sign the records it writes."""
+        return self.configured and self.require and not (self.secret_key_file or self.record_secret_key_file)
+
     def check_records_key(self) -> None:
         """Refuse (exit 8) a command that writes operational records on a host that could not sign them
         while signatures are required: an unsigned audit entry reads as forged in the cluster's chain
         (DESIGN §10, session 8). ``--allow-unsigned`` turns ``require`` off for one command."""
-        if not (self.configured and self.require) or self.secret_key_file or self.record_secret_key_file:
+        if not self.records_key_missing:
             return
         raise EncryptionKeyError(
             "this host has no signing key for the records it writes (audit, verification, drill) and the cluster "

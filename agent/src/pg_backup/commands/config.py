@@ -27,7 +27,7 @@ def config_validate(*, path: str, now: Optional[dt.datetime] = None) -> CommandR
         warnings.append("no signing key configured: anyone who can write to the bucket can forge backups and WAL "
                         "this host would accept (set signing.secret_key_file on database hosts, "
                         "signing.trusted_public_key_files on restore hosts; docs/signing.md)")
-    if not problems and sign.configured and sign.require and not (sign.secret_key_file or sign.record_secret_key_file):
+    if not problems and sign.records_key_missing:
         warnings.append("no signing key for the records this host writes: restore, pitr, verify, drill and erasure "
                         "refuse to run (exit 8) rather than write audit entries that read as forged (set "
                         "signing.record_secret_key_file; docs/signing.md, 'Restore hosts')")
