@@ -17,7 +17,8 @@ writes, and ``signing.record_trusted_public_key_files``); a data object, manifes
 record or archive.json signed by one of those is refused, naming it as a records-only key. Only those
 keys are imported into the private GnuPG home, and a signature counts only when gpg reports VALIDSIG
 and its primary-key fingerprint is in the set: an unknown, untrusted, bad or revoked-key signature is
-refused (exit 4) naming the object and the signer. An object without any signature is refused while ``signing.require`` holds and a
+refused (exit 4) naming the object and the signer. An object without any signature is refused while
+``signing.require`` holds and a
 signing key is configured; ``--allow-unsigned`` (audited; only for backups written before signing
 was enabled) sets ``require`` off for one command.
 """

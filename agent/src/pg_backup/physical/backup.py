@@ -96,7 +96,8 @@ def _store_archive(ctx: Context, stream: BaseBackupStream, backup_id: str, name:
             break
         obj = part_name(name, part.index)
         if part.index > 1:
-            progress.stage(f"storing {obj} (part {part.index}, from byte {part.offset} of {name[:-len(ENCRYPTED_SUFFIX)]})")
+            stream_name = name[:-len(ENCRYPTED_SUFFIX)]
+            progress.stage(f"storing {obj} (part {part.index}, from byte {part.offset} of {stream_name})")
         result = store_stream(part, ctx.storage, ctx.repo.object_key(backup_id, obj), ctx.gpg,
                               what=f"{backup_id}/{obj}", level=compression.level, threads=compression.threads,
                               options=options,
@@ -243,8 +244,8 @@ def run_physical_backup(ctx: Context, tier: str, mode: str = "never") -> Manifes
             stop_lsn, stop_timeline = stream.finish()
         finally:
             stream.close()
-        manifest = _finish(ctx, backup_id, tier, started, info, fingerprint, facts, decision, objects, tablespaces, parts,
-                           databases, start_lsn, timeline, stop_lsn, stop_timeline, heads, copy, options, archive,
+        manifest = _finish(ctx, backup_id, tier, started, info, fingerprint, facts, decision, objects, tablespaces,
+                           parts, databases, start_lsn, timeline, stop_lsn, stop_timeline, heads, copy, options, archive,
                            server_started, small, pending)
         kept = copy.keep()
         if kept:
@@ -266,7 +267,8 @@ def _finish(ctx: Context, backup_id: str, tier: str, started: Any, info: Any, fi
     objects (``pending``) are stored meanwhile; the commit waits for every one of them."""
     settings, progress = ctx.settings, ctx.progress
     roles = [o.role for o in objects] + ["backup_manifest"] * len(pending)
-    if BASE_OBJECT not in (o.name for o in objects) or roles.count("backup_manifest") != 1 or len(tablespaces) != len(heads):
+    has_base = BASE_OBJECT in (o.name for o in objects)
+    if not has_base or roles.count("backup_manifest") != 1 or len(tablespaces) != len(heads):
         raise PostgresError(f"base backup of {backup_id} is incomplete: the server sent {', '.join(roles) or 'nothing'}"
                             f" for {len(heads)} extra tablespace(s)")
     segment_size = facts["segment_size"]
