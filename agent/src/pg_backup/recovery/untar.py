@@ -76,7 +76,8 @@ class TarWriter:
                                  f"a base backup from the server has none")
         return os.path.join(self.dest, *parts)
 
-    def _open(self, name: str, mode: int, *, existing: bool) -> None:
+    def _open(self, name: str, mode: int, *, existing: bool) -> str:
+        """Open the file ``name`` for writing (created if absent, never truncated); returns its path."""
         path = self._path(name)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         try:
@@ -85,6 +86,7 @@ class TarWriter:
             raise IntegrityError(f"{self.what}: cannot write {path}: {exc.strerror}") from None
         if not existing:
             os.fchmod(self.fd, mode)
+        return path
 
     def _close_file(self) -> None:
         if self.fd >= 0:
@@ -94,9 +96,9 @@ class TarWriter:
     def _entry(self, entry: Entry) -> None:
         mode = entry.mode & 0o777 & ~_UMASK
         if entry.type in REGULAR:
-            self._open(entry.name, mode, existing=False)
+            path = self._open(entry.name, mode, existing=False)
             self.pos = 0
-            self.times.append((self._path(entry.name), entry.mtime))
+            self.times.append((path, entry.mtime))
             if not entry.size:
                 self._close_file()
         elif entry.type == DIRECTORY:
